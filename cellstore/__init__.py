@@ -1,0 +1,1 @@
+"""cellstore: a feature store for single-cell profiling."""
