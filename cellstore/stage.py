@@ -26,6 +26,7 @@ class StageSpec:
     artifact: bool
     version: str
     wants_ctx: bool
+    watch: Callable[[dict[str, Any]], str] | None = None
 
 
 @dataclass
@@ -35,12 +36,14 @@ class StageContext:
     `artifact_dir` is a fresh, versioned folder for artifact stages (None otherwise);
     `parts_dir` is a scratch folder for Parquet parts written by workers (see `Parts`);
     `progress(advance, total=None)` moves the build's progress bar;
-    `settings` holds the resolved settings, `config` the project's whole config.
+    `cache_dir` is a persistent per-warehouse folder for derived inputs (a generated demo
+    source, say); `settings` holds the resolved settings, `config` the project's config.
     """
 
     stage: str
     artifact_dir: Path | None
     parts_dir: Path
+    cache_dir: Path
     settings: dict[str, Any]
     config: Any
     is_incremental_run: bool = False
@@ -69,6 +72,7 @@ def stage(
     incremental_input: str | None = None,
     artifact: bool = False,
     version: str = "1",
+    watch: Callable[[dict[str, Any]], str] | None = None,
 ) -> Any:
     """Register a function as a stage named after the function.
 
@@ -82,6 +86,8 @@ def stage(
     artifact: the stage writes files into `ctx.artifact_dir`; its table is either what it
         returns or, if it returns None, a manifest of the files.
     version: bump to force a rebuild when code outside the stage file changed.
+    watch: called with the resolved settings, returns a cheap digest of outside state the
+        stage reads (a source folder's listing, say); a new digest means a rebuild.
     """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,6 +128,7 @@ def stage(
             artifact=artifact,
             version=version,
             wants_ctx="ctx" in sig.parameters,
+            watch=watch,
         )
         if spec.name not in spec.outputs:
             raise TypeError(f"stage {fn.__name__}: outputs must include the stage's own name")
