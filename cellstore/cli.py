@@ -1,0 +1,222 @@
+"""The `cellstore` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cellstore.errors import CellstoreError
+
+app = typer.Typer(
+    name="cellstore",
+    help="A feature store with dbt-like stages for single-cell phenotypic profiling.\n\n"
+    "Tables live as versioned Parquet in a DuckLake warehouse; `build` refreshes them, "
+    "`sql` queries them (read-only, with time travel), `export` hands them to analysts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+WarehouseOpt = Annotated[
+    Path | None,
+    typer.Option("--warehouse", "-w", help="Warehouse folder [default: config or ./warehouse]."),
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Config file [default: ./cellstore.toml].")
+]
+ProjectOpt = Annotated[
+    Path, typer.Option("--project", help="Project folder holding sql/, stages/, schemas/.")
+]
+
+
+def fail(message: str) -> None:
+    """Print one clear line and exit non-zero."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def open_warehouse(warehouse: Path | None, config: Path | None, project: Path = Path(".")):
+    """The configured warehouse (read side: it must exist)."""
+    from cellstore.config import load_config
+    from cellstore.warehouse import Warehouse
+
+    cfg = load_config(project, config, warehouse)
+    return Warehouse(cfg.warehouse, cfg.catalog, cfg.data_path)
+
+
+@app.command()
+def build(
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select",
+            "-s",
+            help="Stages to build: name, +name (with upstream), "
+            "name+ (with downstream); repeat or comma-separate.",
+        ),
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild selected stages from scratch.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and build nothing.")
+    ] = False,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="BBBC021-layout folder to load [default: embedded demo]."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="dask scheduler address [default: a local cluster]."),
+    ] = None,
+    warehouse: WarehouseOpt = None,
+    config: ConfigOpt = None,
+    project: ProjectOpt = Path("."),
+) -> None:
+    """Build the project's tables: only stages whose code, settings or inputs changed.
+
+    Each stage commits its tables, checks and run record as one DuckLake snapshot; a failing
+    stage publishes nothing, its downstream stages are skipped, and the exit code is 1.
+    """
+    from cellstore.config import load_config
+    from cellstore.progress import RichReporter, print_plan, print_summary
+    from cellstore.project import load_project
+    from cellstore.runner import Runner
+
+    cfg = load_config(project, config, warehouse)
+    proj = load_project(project)
+    overrides: dict[str, Any] = {}
+    if source is not None:
+        overrides["source"] = str(Path(source).resolve()) if source else ""
+    if scheduler is not None:
+        overrides["scheduler"] = scheduler
+    with RichReporter(console) as reporter:
+        runner = Runner(proj, cfg, overrides=overrides, reporter=reporter)
+        if dry_run:
+            print_plan(console, runner.plan(select, full_refresh))
+            return
+        result = runner.build(select, full_refresh)
+    print_summary(console, result, cfg.warehouse)
+    failure = result.first_failure()
+    if failure is not None:
+        fail(failure.error or f"stage {failure.stage} failed")
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A read-only DuckDB query over the warehouse.")],
+    at: Annotated[
+        int | None, typer.Option("--at", help="Query the warehouse as of this snapshot id.")
+    ] = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
+    ] = "table",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", help="Rows shown by --format table (0: all).")
+    ] = 50,
+    warehouse: WarehouseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run a read-only SQL query; writes are refused. Tables by plain name, e.g.
+
+    cellstore sql "select feature_source, postprocessing, nsc, nscb from moa_accuracy"
+    """
+    from cellstore.query import run_query
+
+    wh = open_warehouse(warehouse, config)
+    run_query(wh, query, at=at, fmt=format, out=out, limit=limit, console=console)
+
+
+@app.command("ls")
+def list_tables(warehouse: WarehouseOpt = None, config: ConfigOpt = None) -> None:
+    """List tables: rows, the snapshot that last wrote them, when, and by which stage."""
+    from cellstore.inspect import print_tables
+
+    print_tables(console, open_warehouse(warehouse, config))
+
+
+@app.command()
+def history(
+    table: Annotated[str, typer.Argument(help="Table (or stage) name.")],
+    warehouse: WarehouseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Every run of the stage that writes TABLE: snapshot, status, rows, time, error."""
+    from cellstore.inspect import print_history
+
+    print_history(console, open_warehouse(warehouse, config), table)
+
+
+@app.command("dag")
+def show_dag(project: ProjectOpt = Path(".")) -> None:
+    """Print the stages in build order with what each reads."""
+    from cellstore.inspect import print_dag
+    from cellstore.project import load_project
+
+    print_dag(console, load_project(project))
+
+
+@app.command()
+def gc(
+    older_than_days: Annotated[
+        float, typer.Option("--older-than-days", help="Expire snapshots older than this.")
+    ] = -1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+    warehouse: WarehouseOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete Parquet files no snapshot references (left by killed builds or expired snapshots).
+
+    By default no snapshot is expired, so time travel keeps working; pass --older-than-days to
+    also drop old snapshots and their files.
+    """
+    from cellstore.inspect import collect_garbage
+
+    collect_garbage(console, open_warehouse(warehouse, config), older_than_days, dry_run)
+
+
+def _register_subcommands() -> None:
+    """Each module in cellstore/commands/ adds the command named like it."""
+    import cellstore.commands as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"cellstore.commands.{info.name}")
+        func = getattr(module, info.name, None)
+        if callable(func):
+            app.command(info.name)(func)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    """Entry point: user-facing errors become one line and exit code 1."""
+    try:
+        code = app(standalone_mode=False)
+    except CellstoreError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors keep their own formatting
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

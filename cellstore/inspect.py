@@ -1,0 +1,133 @@
+"""Read-side views of a warehouse: tables, run history, the DAG, garbage collection."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from cellstore.errors import CellstoreError
+from cellstore.project import Project
+from cellstore.warehouse import LAKE, META_SCHEMA, Warehouse, snapshots, table_names
+
+
+def _runs(con, where: str = "", params: list | None = None) -> list[dict]:
+    rows = con.execute(
+        f"select run_id, stage, tables, status, mode, n_rows, duration_s, started_at, error "
+        f"from {META_SCHEMA}.runs {where} order by started_at",
+        params or [],
+    ).fetchall()
+    keys = (
+        "run_id",
+        "stage",
+        "tables",
+        "status",
+        "mode",
+        "n_rows",
+        "duration_s",
+        "started_at",
+        "error",
+    )
+    return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def print_tables(console: Console, warehouse: Warehouse) -> None:
+    con = warehouse.connect(read_only=True)
+    by_run = {s.get("run_id"): s for s in snapshots(con) if s.get("run_id")}
+    writer: dict[str, dict] = {}
+    for run in _runs(con, "where status in ('built', 'incremental')"):
+        for table in run["tables"] or []:
+            writer[table] = run
+    table = Table("table", "rows", "snapshot", "built at", "stage")
+    for name in sorted(table_names(con)):
+        n = con.execute(f'select count(*) from "{name}"').fetchone()[0]
+        run = writer.get(name)
+        snap = by_run.get(run["run_id"]) if run else None
+        table.add_row(
+            name,
+            f"{n:,}",
+            str(snap["snapshot_id"]) if snap else "-",
+            snap["time"].strftime("%Y-%m-%d %H:%M:%S") if snap else "-",
+            run["stage"] if run else "-",
+        )
+    console.print(table)
+
+
+def print_history(console: Console, warehouse: Warehouse, name: str) -> None:
+    con = warehouse.connect(read_only=True)
+    by_run = {s.get("run_id"): s for s in snapshots(con) if s.get("run_id")}
+    runs = _runs(con, "where stage = ? or list_contains(tables, ?)", [name, name])
+    if not runs:
+        raise CellstoreError(f"no runs recorded for table or stage {name!r}")
+    table = Table(
+        "snapshot",
+        "started",
+        "stage",
+        "status",
+        "mode",
+        "rows",
+        "seconds",
+        "error",
+        title=f"history of {name}",
+        title_justify="left",
+    )
+    for run in runs:
+        snap = by_run.get(run["run_id"])
+        error = (run["error"] or "").strip().splitlines()
+        table.add_row(
+            str(snap["snapshot_id"]) if snap else "-",
+            run["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            run["stage"],
+            run["status"],
+            run["mode"] or "-",
+            f"{run['n_rows']:,}" if run["n_rows"] is not None else "-",
+            f"{run['duration_s']:.2f}" if run["duration_s"] is not None else "-",
+            error[-1][:80] if error else "",
+        )
+    console.print(table)
+    console.print(
+        f'[dim]query an old version: cellstore sql "select * from {name}" --at SNAPSHOT[/]'
+    )
+
+
+def print_dag(console: Console, project: Project) -> None:
+    from cellstore.dag import topological_order
+
+    table = Table("#", "stage", "kind", "reads", "writes", "file")
+    for i, name in enumerate(topological_order(project), 1):
+        stage = project.stages[name]
+        table.add_row(
+            str(i),
+            name,
+            stage.describe(),
+            ", ".join(stage.inputs) or "-",
+            ", ".join(stage.outputs),
+            str(stage.path.relative_to(project.root)),
+        )
+    console.print(table)
+
+
+def collect_garbage(
+    console: Console, warehouse: Warehouse, older_than_days: float, dry_run: bool
+) -> None:
+    """Expire old snapshots (if asked) and delete files no snapshot references."""
+    warehouse.require()
+    con = warehouse.connect()
+    dry = "true" if dry_run else "false"
+    if older_than_days >= 0:
+        expired = con.execute(
+            f"call ducklake_expire_snapshots('{LAKE}', dry_run => {dry}, "
+            f"older_than => now() - interval '{float(older_than_days) * 86400} seconds')"
+        ).fetchall()
+        console.print(f"expired snapshots: {len(expired)}")
+        cleaned = con.execute(
+            f"call ducklake_cleanup_old_files('{LAKE}', dry_run => {dry}, cleanup_all => true)"
+        ).fetchall()
+        console.print(
+            f"files of expired snapshots {'to delete' if dry_run else 'deleted'}: {len(cleaned)}"
+        )
+    orphans = con.execute(
+        f"call ducklake_delete_orphaned_files('{LAKE}', dry_run => {dry}, cleanup_all => true)"
+    ).fetchall()
+    console.print(f"orphaned files {'to delete' if dry_run else 'deleted'}: {len(orphans)}")
+    for row in orphans[:10]:
+        console.print(f"  [dim]{row[0]}[/]", highlight=False)

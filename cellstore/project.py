@@ -1,0 +1,187 @@
+"""Finds a project's stages: `sql/*.sql` and `stages/*.py`, and what each reads and writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cellstore.errors import CellstoreError
+from cellstore.stage import StageSpec
+
+# Schemas a SQL stage may read that are not stage outputs (run metadata).
+NON_STAGE_SCHEMAS = {"cellstore_meta", "information_schema", "pg_catalog"}
+
+
+@dataclass
+class StageDef:
+    """One stage as found on disk."""
+
+    name: str
+    kind: str  # "sql" or "python"
+    path: Path
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...]
+    source_text: str
+    sql: str | None = None
+    spec: StageSpec | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_incremental(self) -> bool:
+        return self.spec is not None and self.spec.incremental_key is not None
+
+    @property
+    def is_artifact(self) -> bool:
+        return self.spec is not None and self.spec.artifact
+
+    def describe(self) -> str:
+        tags = [self.kind]
+        if self.is_incremental:
+            tags.append("incremental")
+        if self.is_artifact:
+            tags.append("artifact")
+        return ", ".join(tags)
+
+
+@dataclass
+class Project:
+    """All stages of a project, keyed by stage name, and which stage makes each table."""
+
+    root: Path
+    stages: dict[str, StageDef]
+    producers: dict[str, str]
+
+    @property
+    def schema_dir(self) -> Path:
+        return self.root / "schemas"
+
+    def stage_for(self, name: str) -> StageDef:
+        """A stage by its name or by any table it writes."""
+        if name in self.stages:
+            return self.stages[name]
+        if name in self.producers:
+            return self.stages[self.producers[name]]
+        known = ", ".join(sorted(self.stages)) or "none"
+        raise CellstoreError(f"no stage or table named {name!r} (stages: {known})")
+
+    def upstream_stages(self, stage: StageDef) -> list[str]:
+        return sorted({self.producers[t] for t in stage.inputs})
+
+
+def load_project(root: Path) -> Project:
+    """Discover and validate every stage under `root`."""
+    root = root.resolve()
+    found: list[StageDef] = []
+    for path in sorted((root / "sql").glob("*.sql")):
+        found.append(_load_sql_stage(path))
+    for path in sorted((root / "stages").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        found.append(_load_python_stage(path))
+    if not found:
+        raise CellstoreError(f"no stages in {root}: expected sql/*.sql or stages/*.py")
+
+    stages: dict[str, StageDef] = {}
+    producers: dict[str, str] = {}
+    for stage in found:
+        if stage.name in stages:
+            other = stages[stage.name].path
+            raise CellstoreError(
+                f"duplicate stage {stage.name!r}: {_rel(other, root)} and {_rel(stage.path, root)}"
+            )
+        stages[stage.name] = stage
+        for table in stage.outputs:
+            if table in producers:
+                other = stages[producers[table]].path
+                raise CellstoreError(
+                    f"table {table!r} is written by two stages: {_rel(other, root)} and "
+                    f"{_rel(stage.path, root)}"
+                )
+            producers[table] = stage.name
+    for stage in found:
+        for table in stage.inputs:
+            if table not in producers:
+                raise CellstoreError(
+                    f"{_rel(stage.path, root)} reads table {table!r}, which no stage produces"
+                )
+    return Project(root=root, stages=stages, producers=producers)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _load_sql_stage(path: Path) -> StageDef:
+    text = path.read_text()
+    try:
+        statements = duckdb.extract_statements(text)
+        tables = duckdb.get_table_names(text, qualified=True)
+    except duckdb.Error as exc:
+        raise CellstoreError(f"{path}: SQL does not parse: {_first_line(exc)}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise CellstoreError(f"{path}: a SQL stage must be exactly one SELECT statement")
+    inputs = sorted({t for t in (_plain_table(q) for q in tables) if t})
+    if path.stem in inputs:
+        raise CellstoreError(f"{path}: the stage reads its own output {path.stem!r}")
+    return StageDef(
+        name=path.stem,
+        kind="sql",
+        path=path,
+        outputs=(path.stem,),
+        inputs=tuple(inputs),
+        source_text=text,
+        sql=text.strip().rstrip(";"),
+    )
+
+
+def _plain_table(qualified: str) -> str | None:
+    """'lake.main.t AS x' → 't'; a metadata-schema table → None."""
+    name = qualified.split(" AS ")[0].strip()
+    parts = [p.strip('"') for p in name.split(".")]
+    if len(parts) >= 2 and parts[-2] in NON_STAGE_SCHEMAS:
+        return None
+    return parts[-1]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def _load_python_stage(path: Path) -> StageDef:
+    module_name = f"cellstore_project_stages.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise CellstoreError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except Exception as exc:
+        raise CellstoreError(f"{path}: import failed: {type(exc).__name__}: {exc}") from None
+    func = getattr(module, path.stem, None)
+    stage_spec: StageSpec | None = getattr(func, "__cellstore_stage__", None)
+    if stage_spec is None:
+        raise CellstoreError(
+            f"{path}: expected a function named {path.stem!r} decorated with @stage"
+        )
+    if stage_spec.name in stage_spec.inputs:
+        raise CellstoreError(f"{path}: the stage reads its own output {stage_spec.name!r}")
+    return StageDef(
+        name=stage_spec.name,
+        kind="python",
+        path=path,
+        outputs=stage_spec.outputs,
+        inputs=stage_spec.inputs,
+        source_text=path.read_text(),
+        spec=stage_spec,
+        settings=dict(stage_spec.settings),
+    )

@@ -1,0 +1,169 @@
+"""DuckLake access: one catalog + Parquet data under a folder, extensions loaded offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from cellstore.errors import CellstoreError
+
+LAKE = "lake"
+META_SCHEMA = "cellstore_meta"
+CATALOG_FILES = {"sqlite": "catalog.sqlite", "duckdb": "catalog.duckdb"}
+
+# One row per stage run: what was built, from what, how long it took, and how it ended.
+RUNS_DDL = f"""
+create table if not exists {META_SCHEMA}.runs (
+    run_id varchar, build_id varchar, stage varchar, tables varchar[],
+    status varchar, mode varchar, fingerprint varchar, definition_fp varchar,
+    inputs varchar, settings varchar, n_rows bigint, duration_s double,
+    started_at timestamptz, error varchar, artifact_dir varchar
+)
+"""
+
+
+def _extension_path(package: str, name: str) -> str:
+    """Path of an extension binary shipped inside a PyPI wheel (never downloaded)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise CellstoreError(f"the {package} wheel is not installed (pip install {package})")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob(f"extensions/*/{name}.duckdb_extension"))
+    if not found:
+        raise CellstoreError(f"{package} holds no {name}.duckdb_extension under {folder}")
+    return str(found[-1])
+
+
+def offline_connection() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that may never download anything."""
+    return duckdb.connect(
+        ":memory:",
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
+
+
+@dataclass
+class Warehouse:
+    """A DuckLake warehouse: `catalog.sqlite` (or other backend) plus `data/` Parquet files."""
+
+    root: Path
+    catalog: str = "sqlite"
+    data_path: str | None = None
+
+    @property
+    def data_dir(self) -> str:
+        return self.data_path or str(self.root / "data") + "/"
+
+    def catalog_uri(self) -> str:
+        if self.catalog in CATALOG_FILES:
+            return f"ducklake:{self.catalog}:{self.root / CATALOG_FILES[self.catalog]}"
+        if self.catalog.startswith("postgres:"):
+            # Multi-user setting: needs the postgres extension installed beside DuckDB.
+            return f"ducklake:{self.catalog}"
+        raise CellstoreError(
+            f"unknown catalog {self.catalog!r}: expected 'sqlite', 'duckdb' or 'postgres:<dsn>'"
+        )
+
+    def exists(self) -> bool:
+        if self.catalog in CATALOG_FILES:
+            return (self.root / CATALOG_FILES[self.catalog]).is_file()
+        return True
+
+    def require(self) -> None:
+        """Fail with one clear line when there is no warehouse to read."""
+        if not self.root.is_dir():
+            raise CellstoreError(
+                f"warehouse folder {self.root} does not exist: run `cellstore build` first "
+                "or pass --warehouse DIR"
+            )
+        if not self.exists():
+            raise CellstoreError(
+                f"{self.root} holds no cellstore catalog: run `cellstore build` first"
+            )
+
+    def connect(
+        self, *, read_only: bool = False, snapshot: int | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """Attach the catalog as `lake` and make it the default database."""
+        if read_only or snapshot is not None:
+            self.require()
+        else:
+            if not self.root.parent.is_dir():
+                raise CellstoreError(
+                    f"cannot create warehouse {self.root}: its parent folder does not exist"
+                )
+            self.root.mkdir(exist_ok=True)
+        con = offline_connection()
+        con.execute(f"load '{_extension_path('duckdb_extension_ducklake', 'ducklake')}'")
+        if self.catalog == "sqlite":
+            path = _extension_path("duckdb_extension_sqlite_scanner", "sqlite_scanner")
+            con.execute(f"load '{path}'")
+        options = [f"data_path '{self.data_dir}'"]
+        if read_only or snapshot is not None:
+            options.append("read_only")
+        if snapshot is not None:
+            options.append(f"snapshot_version {int(snapshot)}")
+        try:
+            con.execute(f"attach '{self.catalog_uri()}' as {LAKE} ({', '.join(options)})")
+        except duckdb.Error as exc:
+            if snapshot is not None and "snapshot" in str(exc).lower():
+                raise CellstoreError(f"snapshot {snapshot} does not exist in {self.root}") from None
+            raise CellstoreError(f"cannot open warehouse {self.root}: {exc}") from None
+        con.execute(f"use {LAKE}")
+        if not read_only and snapshot is None:
+            con.execute(f"create schema if not exists {META_SCHEMA}")
+            con.execute(RUNS_DDL)
+        return con
+
+
+@contextmanager
+def transaction(
+    con: duckdb.DuckDBPyConnection, message: str, extra: dict[str, Any]
+) -> Iterator[None]:
+    """One DuckLake snapshot: everything inside commits together or not at all."""
+    con.execute("begin")
+    try:
+        con.execute(
+            f"call {LAKE}.set_commit_message('cellstore', ?, extra_info => ?)",
+            [message, json.dumps(extra)],
+        )
+        yield
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
+
+
+def snapshots(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """All snapshots, oldest first, with the run id cellstore stored in each commit."""
+    rows = con.execute(
+        f"select snapshot_id, snapshot_time, commit_message, commit_extra_info "
+        f"from {LAKE}.snapshots() order by snapshot_id"
+    ).fetchall()
+    out = []
+    for snapshot_id, time, message, extra in rows:
+        info = json.loads(extra) if extra else {}
+        out.append({"snapshot_id": snapshot_id, "time": time, "message": message, **info})
+    return out
+
+
+def run_snapshots(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Map run_id → snapshot id of the commit that published it."""
+    return {s["run_id"]: s["snapshot_id"] for s in snapshots(con) if s.get("run_id")}
+
+
+def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Tables in the warehouse's main schema (user-facing tables)."""
+    # A literal, not a bound parameter: binding parameters makes DuckDB import pandas (~0.25 s).
+    rows = con.execute(
+        f"select table_name from duckdb_tables() "
+        f"where database_name = '{LAKE}' and schema_name = 'main'"
+    ).fetchall()
+    return {r[0] for r in rows}
