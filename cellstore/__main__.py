@@ -1,0 +1,5 @@
+"""`python -m cellstore` runs the CLI."""
+
+from cellstore.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""Shared fixtures: toy projects built in temporary folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cellstore.config import load_config
+from cellstore.project import load_project
+from cellstore.runner import BuildResult, Runner
+from cellstore.warehouse import Warehouse
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ToyProject:
+    """A project folder with helpers to write stages, build, and query the result."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "sql").mkdir(parents=True, exist_ok=True)
+        (root / "stages").mkdir(exist_ok=True)
+        self.warehouse_dir = root / "warehouse"
+
+    def sql(self, name: str, text: str) -> None:
+        (self.root / "sql" / f"{name}.sql").write_text(textwrap.dedent(text))
+
+    def py(self, name: str, text: str) -> None:
+        (self.root / "stages" / f"{name}.py").write_text(textwrap.dedent(text))
+
+    def config(self, text: str) -> None:
+        (self.root / "cellstore.toml").write_text(textwrap.dedent(text))
+
+    def runner(self, **overrides) -> Runner:
+        config = load_config(self.root)
+        return Runner(load_project(self.root), config, overrides=overrides)
+
+    def build(self, select: list[str] | None = None, full_refresh: bool = False,
+              **overrides) -> BuildResult:
+        return self.runner(**overrides).build(select, full_refresh)
+
+    def query(self, sql: str, at: int | None = None) -> list[tuple]:
+        con = Warehouse(self.warehouse_dir).connect(read_only=True, snapshot=at)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        """Run the real `cellstore` command in this project folder."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "cellstore", *args], cwd=self.root, capture_output=True,
+            text=True, timeout=300,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"cellstore {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> ToyProject:
+    """numbers (python) → doubled (sql) → total (sql), plus squares (sql) beside doubled."""
+    project = ToyProject(tmp_path / "toy")
+    project.py(
+        "numbers",
+        """
+        import pyarrow as pa
+        from cellstore.stage import stage
+
+        @stage
+        def numbers(*, n: int = 5):
+            \"\"\"Integers 0..n-1. Grain: i.\"\"\"
+            return pa.table({"i": list(range(n))})
+        """,
+    )
+    project.sql("doubled", "with numbers as (select * from numbers)\nselect i, i * 2 as twice from numbers\n")
+    project.sql("squares", "select i, i * i as square from numbers\n")
+    project.sql("total", "select sum(twice) as total from doubled\n")
+    return project
