@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cellstore.errors import CellstoreError
 
@@ -39,7 +40,7 @@ ProjectOpt = Annotated[
 
 def fail(message: str) -> None:
     """Print one clear line and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -205,7 +206,9 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except CellstoreError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -71,7 +72,7 @@ class RichReporter(Reporter):
         if warned:
             parts.append(f"[yellow]{len(warned)} check warning(s)[/]")
         if result.status in ("failed", "blocked"):
-            parts.append(f"[dim]{result.error or result.reason}[/]")
+            parts.append(f"[dim]{escape(result.error or result.reason)}[/]")
         elif result.status != "up to date" and result.reason:
             parts.append(f"[dim]({result.reason})[/]")
         self.console.print(" ".join(parts), highlight=False, soft_wrap=True)

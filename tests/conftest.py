@@ -39,8 +39,9 @@ class ToyProject:
         config = load_config(self.root)
         return Runner(load_project(self.root), config, overrides=overrides)
 
-    def build(self, select: list[str] | None = None, full_refresh: bool = False,
-              **overrides) -> BuildResult:
+    def build(
+        self, select: list[str] | None = None, full_refresh: bool = False, **overrides
+    ) -> BuildResult:
         return self.runner(**overrides).build(select, full_refresh)
 
     def query(self, sql: str, at: int | None = None) -> list[tuple]:
@@ -53,11 +54,16 @@ class ToyProject:
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
         """Run the real `cellstore` command in this project folder."""
         proc = subprocess.run(
-            [sys.executable, "-m", "cellstore", *args], cwd=self.root, capture_output=True,
-            text=True, timeout=300,
+            [sys.executable, "-m", "cellstore", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"cellstore {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"cellstore {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
 
@@ -77,7 +83,10 @@ def toy(tmp_path: Path) -> ToyProject:
             return pa.table({"i": list(range(n))})
         """,
     )
-    project.sql("doubled", "with numbers as (select * from numbers)\nselect i, i * 2 as twice from numbers\n")
+    project.sql(
+        "doubled",
+        "with numbers as (select * from numbers)\nselect i, i * 2 as twice from numbers\n",
+    )
     project.sql("squares", "select i, i * i as square from numbers\n")
     project.sql("total", "select sum(twice) as total from doubled\n")
     return project

@@ -31,7 +31,10 @@ def test_upstream_change_rebuilds_exactly_downstream(toy):
     toy.sql("doubled", "select i, i * 3 as twice from numbers\n")
     result = toy.build()
     assert statuses(result) == {
-        "numbers": "up to date", "doubled": "built", "squares": "up to date", "total": "built",
+        "numbers": "up to date",
+        "doubled": "built",
+        "squares": "up to date",
+        "total": "built",
     }
     assert toy.query("select total from total") == [(30,)]
 
@@ -48,7 +51,10 @@ def test_selection_with_and_without_neighbours(toy):
     assert set(statuses(toy.build(["+doubled"]))) == {"numbers", "doubled"}
     toy.sql("squares", "select i, i * i * i as square from numbers\n")
     assert statuses(toy.build(["numbers+"])) == {
-        "numbers": "up to date", "doubled": "up to date", "squares": "built", "total": "built",
+        "numbers": "up to date",
+        "doubled": "up to date",
+        "squares": "built",
+        "total": "built",
     }
     assert set(statuses(toy.build(["total"]))) == {"total"}
     with pytest.raises(CellstoreError, match="no stage or table named 'nope'"):
@@ -105,8 +111,12 @@ def test_python_exception_keeps_previous_version_and_blocks_downstream(toy):
         "select stage, status from cellstore_meta.runs where status in ('failed', 'blocked') "
         "order by stage"
     )
-    assert runs == [("doubled", "blocked"), ("numbers", "failed"), ("squares", "blocked"),
-                    ("total", "blocked")]
+    assert runs == [
+        ("doubled", "blocked"),
+        ("numbers", "failed"),
+        ("squares", "blocked"),
+        ("total", "blocked"),
+    ]
 
 
 def test_sql_error_publishes_nothing(toy):
@@ -293,5 +303,7 @@ def test_project_errors_name_the_files(toy):
     (toy.root / "sql" / "broken.sql").unlink()
     toy.sql("a", "select * from b\n")
     toy.sql("b", "select * from a\n")
-    with pytest.raises(CellstoreError, match=r"dependency cycle: sql/a.sql -> sql/b.sql -> sql/a.sql"):
+    with pytest.raises(
+        CellstoreError, match=r"dependency cycle: sql/a.sql -> sql/b.sql -> sql/a.sql"
+    ):
         toy.runner()
