@@ -506,9 +506,8 @@ class Runner:
         if not incremental:
             con.execute(f"create or replace table {ledger} as select distinct {keys} from {driver}")
             return
-        con.execute(
-            f"insert into {ledger} select distinct {keys} from {driver} anti join {ledger} using ({keys})"
-        )
+        new_keys = f"select distinct {keys} from {driver} anti join {ledger} using ({keys})"
+        con.execute(f"insert into {ledger} {new_keys}")
         con.execute(f"delete from {ledger} where ({keys}) not in (select {keys} from {driver})")
 
     # ---- writing -----------------------------------------------------------------------
@@ -526,7 +525,8 @@ class Runner:
         missing = sorted(set(stage.outputs) - set(outputs))
         if unknown or missing:
             raise CellstoreError(
-                f"stage {stage.name} returned tables {sorted(outputs)}, declared {list(stage.outputs)}"
+                f"stage {stage.name} returned tables {sorted(outputs)}, "
+                f"declared {list(stage.outputs)}"
             )
         sources: dict[str, tuple[str, Any]] = {}
         for table, obj in outputs.items():
@@ -567,9 +567,8 @@ class Runner:
             if incremental and key:
                 keys = ", ".join(_quote(k) for k in key)
                 driver = _quote(stage.spec.incremental_input)  # type: ignore[union-attr]
-                con.execute(
-                    f"delete from {_quote(table)} where ({keys}) not in (select {keys} from {driver})"
-                )
+                vanished = f"({keys}) not in (select {keys} from {driver})"
+                con.execute(f"delete from {_quote(table)} where {vanished}")
                 count = con.execute(f"select count(*) from ({select})").fetchone()[0]
                 if count:
                     con.execute(f"insert into {_quote(table)} by name {select}")

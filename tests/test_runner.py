@@ -1,4 +1,4 @@
-"""Builds of toy projects: ordering, skipping, selection, failures, incremental and artifact stages."""
+"""Toy-project builds: order, skipping, selection, failures, incremental and artifact stages."""
 
 from __future__ import annotations
 
@@ -214,7 +214,8 @@ def test_incremental_stage_processes_only_new_keys(toy, tmp_path):
         @stage
         def images(*, plates: list = ["a"]):
             ids = [f"{p}{k}" for p in plates for k in range(2)]
-            return pa.table({"image_id": ids, "n_cells": [0 if i.endswith("0") else 2 for i in ids]})
+            n_cells = [0 if i.endswith("0") else 2 for i in ids]
+            return pa.table({"image_id": ids, "n_cells": n_cells})
         """,
     )
     toy.py("cells", INCREMENTAL_STAGE.format(log=str(log)))
