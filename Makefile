@@ -1,0 +1,32 @@
+# The README's commands. `make demo` and `make test` each install everything first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: install demo test test-all lint bench clean-warehouse
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: install  ## build the embedded synthetic demo into ./warehouse
+	$(BIN)/cellstore build
+
+test: install  ## the default (fast) test suite: what CI runs
+	$(BIN)/pytest -q
+
+test-all: install  ## every test, slow ones included
+	$(BIN)/pytest -q -m ""
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python benchmarks/bench_noop_build.py
+
+clean-warehouse:
+	rm -rf warehouse/catalog.* warehouse/data warehouse/cache warehouse/artifacts warehouse/tmp
