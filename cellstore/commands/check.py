@@ -1,0 +1,123 @@
+"""`cellstore check [TABLE]`: re-run table contracts on what is committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def check(
+    table: Annotated[
+        str | None, typer.Argument(help="Table to check (default: every table and contract).")
+    ] = None,
+    failures_only: Annotated[
+        bool, typer.Option("--failures-only", help="List only checks that failed.")
+    ] = False,
+    output: Annotated[
+        str, typer.Option("--format", "-f", help="table (rich) or json (one object per check).")
+    ] = "table",
+    warehouse: Annotated[
+        Path | None,
+        typer.Option(
+            "--warehouse", "-w", help="Warehouse folder (default: config, else ./warehouse)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config file (default: ./cellstore.toml).")
+    ] = None,
+    project: Annotated[
+        Path, typer.Option("--project", help="Project folder holding schemas/.")
+    ] = Path("."),
+) -> None:
+    """Check committed tables against schemas/<table>.yml (read-only; nothing is recorded).
+
+    Prints one row per check and exits 1 when an error-severity check fails. A table without
+    a contract, or a contract whose table is not built yet, is a warning.
+    """
+    import json
+
+    from rich.console import Console
+
+    from cellstore.checks import contracted_tables, run_table_checks
+    from cellstore.checks.results import failed_result
+    from cellstore.config import load_config
+    from cellstore.errors import CellstoreError
+    from cellstore.warehouse import Warehouse, table_names
+
+    if output not in ("table", "json"):
+        raise CellstoreError(f"--format must be table or json, not {output!r}")
+    cfg = load_config(project, config, warehouse)
+    schema_dir = project / "schemas"
+    con = Warehouse(cfg.warehouse, cfg.catalog, cfg.data_path).connect(read_only=True)
+    try:
+        built = table_names(con)
+        if table is not None and table not in built:
+            known = ", ".join(sorted(built)) or "none"
+            raise CellstoreError(f"no table {table!r} in {cfg.warehouse} (tables: {known})")
+        tables = [table] if table else sorted(built | set(contracted_tables(schema_dir)))
+        results = []
+        for name in tables:
+            if name not in built:
+                results.append(
+                    failed_result(
+                        name,
+                        "schema.table_exists",
+                        "warn",
+                        0,
+                        f"contract {schema_dir / name}.yml has no table in the warehouse yet",
+                    )
+                )
+            else:
+                results.extend(run_table_checks(con, name, schema_dir))
+    finally:
+        con.close()
+
+    shown = [r for r in results if not r.passed] if failures_only else results
+    console = Console()
+    if output == "json":
+        for r in shown:
+            typer.echo(
+                json.dumps(
+                    {
+                        "table": r.table,
+                        "check": r.check,
+                        "severity": r.severity,
+                        "passed": r.passed,
+                        "n_failing": r.n_failing,
+                        "sample": r.sample,
+                        "message": r.message,
+                    }
+                )
+            )
+    else:
+        _print_table(console, shown)
+    n_errors = sum(r.blocking for r in results)
+    n_warnings = sum(not r.passed and r.severity == "warn" for r in results)
+    summary = (
+        f"{len(results)} checks on {len(tables)} table(s): "
+        f"{len(results) - n_errors - n_warnings} passed, {n_warnings} warnings, "
+        f"{n_errors} errors"
+    )
+    typer.echo(summary, err=output == "json")
+    if n_errors:
+        raise typer.Exit(1)
+
+
+def _print_table(console, results) -> None:  # noqa: ANN001 (rich types imported lazily)
+    from rich.markup import escape
+    from rich.table import Table
+
+    view = Table(show_lines=False, expand=False)
+    for heading in ("table", "check", "severity", "status", "failing", "detail"):
+        view.add_column(heading, overflow="fold")
+    for r in results:
+        status = (
+            "[green]pass[/]"
+            if r.passed
+            else ("[bold red]FAIL[/]" if r.severity == "error" else "[yellow]warn[/]")
+        )
+        detail = "" if r.passed else escape(r.message.split(f"failed ({r.severity}): ", 1)[-1])
+        view.add_row(r.table, escape(r.check), r.severity, status, str(r.n_failing), detail)
+    console.print(view)
