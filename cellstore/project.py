@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,12 +124,11 @@ def _load_sql_stage(path: Path) -> StageDef:
     text = path.read_text()
     try:
         statements = duckdb.extract_statements(text)
-        tables = duckdb.get_table_names(text, qualified=True)
     except duckdb.Error as exc:
         raise CellstoreError(f"{path}: SQL does not parse: {_first_line(exc)}") from None
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
         raise CellstoreError(f"{path}: a SQL stage must be exactly one SELECT statement")
-    inputs = sorted({t for t in (_plain_table(q) for q in tables) if t})
+    inputs = sorted(_tables_read(path, statements[0].query))
     if path.stem in inputs:
         raise CellstoreError(f"{path}: the stage reads its own output {path.stem!r}")
     return StageDef(
@@ -142,13 +142,49 @@ def _load_sql_stage(path: Path) -> StageDef:
     )
 
 
-def _plain_table(qualified: str) -> str | None:
-    """'lake.main.t AS x' → 't'; a metadata-schema table → None."""
-    name = qualified.split(" AS ")[0].strip()
-    parts = [p.strip('"') for p in name.split(".")]
-    if len(parts) >= 2 and parts[-2] in NON_STAGE_SCHEMAS:
-        return None
-    return parts[-1]
+def _tables_read(path: Path, query: str) -> set[str]:
+    """Tables a query reads, CTE names excluded, from DuckDB's parse tree.
+
+    `duckdb.get_table_names` also runs the binder, which rejects valid stages (a `join ...
+    using (col)` on a table it cannot see), so walk the parser's JSON instead.
+    """
+    con = duckdb.connect(":memory:")
+    try:
+        literal = "'" + query.replace("'", "''") + "'"
+        tree = json.loads(con.execute(f"select json_serialize_sql({literal})").fetchone()[0])
+    finally:
+        con.close()
+    if tree.get("error"):
+        raise CellstoreError(f"{path}: SQL does not parse: {tree.get('error_message', '')}")
+    tables: set[str] = set()
+    _collect_tables(tree, frozenset(), tables)
+    return tables
+
+
+def _collect_tables(node: Any, visible_ctes: frozenset[str], tables: set[str]) -> None:
+    """Add base tables under `node` to `tables`; a CTE is visible after its definition."""
+    if isinstance(node, list):
+        for item in node:
+            _collect_tables(item, visible_ctes, tables)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "BASE_TABLE":
+        schema, name = node.get("schema_name", ""), node["table_name"]
+        if schema not in NON_STAGE_SCHEMAS and not (not schema and name in visible_ctes):
+            tables.add(name)
+        return
+    cte_map = node.get("cte_map")
+    if isinstance(cte_map, dict) and cte_map.get("map"):
+        scope = set(visible_ctes)
+        for entry in cte_map["map"]:
+            # `numbers as (select * from numbers)` reads the table: its own name is not yet visible.
+            _collect_tables(entry["value"], frozenset(scope), tables)
+            scope.add(entry["key"])
+        visible_ctes = frozenset(scope)
+    for key, value in node.items():
+        if key != "cte_map":
+            _collect_tables(value, visible_ctes, tables)
 
 
 def _first_line(exc: Exception) -> str:

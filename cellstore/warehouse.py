@@ -28,6 +28,14 @@ create table if not exists {META_SCHEMA}.runs (
 )
 """
 
+# The run records with the snapshot id of the commit that published each one.
+STAGE_RUNS_VIEW = f"""
+create view if not exists {META_SCHEMA}.stage_runs as
+select s.snapshot_id, r.*
+from {META_SCHEMA}.runs r
+left join {LAKE}.snapshots() s on s.commit_extra_info->>'run_id' = r.run_id
+"""
+
 
 def _extension_path(package: str, name: str) -> str:
     """Path of an extension binary shipped inside a PyPI wheel (never downloaded)."""
@@ -56,6 +64,9 @@ class Warehouse:
     root: Path
     catalog: str = "sqlite"
     data_path: str | None = None
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).absolute()
 
     @property
     def data_dir(self) -> str:
@@ -106,6 +117,9 @@ class Warehouse:
             path = _extension_path("duckdb_extension_sqlite_scanner", "sqlite_scanner")
             con.execute(f"load '{path}'")
         options = [f"data_path '{self.data_dir}'"]
+        if self.data_path is None:
+            # The default data folder moves with the warehouse folder (copied, renamed...).
+            options.append("override_data_path true")
         if read_only or snapshot is not None:
             options.append("read_only")
         if snapshot is not None:
@@ -120,6 +134,7 @@ class Warehouse:
         if not read_only and snapshot is None:
             con.execute(f"create schema if not exists {META_SCHEMA}")
             con.execute(RUNS_DDL)
+            con.execute(STAGE_RUNS_VIEW)
         return con
 
 
