@@ -170,3 +170,24 @@ def test_reader_sees_last_commit_while_a_transaction_is_open(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert reader.stdout.strip() == "2", reader.stderr
+
+
+def test_gc_removes_files_left_by_a_killed_write(toy):
+    """A process killed mid-transaction leaves Parquet files no snapshot references."""
+    toy.cli("build", check=True)
+    code = (
+        "import os, pathlib; from cellstore.warehouse import Warehouse; "
+        f"c = Warehouse(pathlib.Path({str(toy.warehouse_dir)!r})).connect(); c.execute('begin'); "
+        "c.execute('create or replace table numbers as select range as i from range(500000)'); "
+        "os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], timeout=120)
+    data_files = lambda: sorted(p for p in (toy.warehouse_dir / "data").rglob("*.parquet"))  # noqa: E731
+    before = data_files()
+    assert before, "the killed write should have left a Parquet file behind"
+    assert "orphaned files to delete: " in toy.cli("gc", "--dry-run", check=True).stdout
+    assert data_files() == before
+    out = toy.cli("gc", check=True).stdout
+    assert f"orphaned files deleted: {len(before)}" in out
+    assert data_files() == []
+    assert toy.query("select count(*) from numbers") == [(5,)]
