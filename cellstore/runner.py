@@ -22,7 +22,14 @@ from cellstore.errors import CellstoreError
 from cellstore.project import Project, StageDef
 from cellstore.settings import resolve_settings
 from cellstore.stage import Parts, StageContext
-from cellstore.warehouse import META_SCHEMA, Warehouse, run_snapshots, table_names, transaction
+from cellstore.warehouse import (
+    LAKE,
+    META_SCHEMA,
+    Warehouse,
+    run_snapshots,
+    table_names,
+    transaction,
+)
 
 BUILT_STATUSES = ("built", "incremental")
 
@@ -419,7 +426,12 @@ class Runner:
                         "artifact_dir": str(artifact_dir) if artifact_dir else None,
                     },
                 )
-                self._record_checks(con, checks)
+                # The snapshot this commit will create: builds hold the warehouse's build lock,
+                # so no other stage commits in between.
+                next_snapshot = con.execute(
+                    f"select max(snapshot_id) + 1 from {LAKE}.snapshots()"
+                ).fetchone()[0]
+                self._record_checks(con, checks, next_snapshot)
             return n_rows, str(artifact_dir) if artifact_dir else None, checks
         except StageFailure:
             if artifact_dir is not None:
@@ -594,12 +606,15 @@ class Runner:
         return results
 
     @staticmethod
-    def _record_checks(con: duckdb.DuckDBPyConnection, checks: list[Any]) -> None:
+    def _record_checks(
+        con: duckdb.DuckDBPyConnection, checks: list[Any], snapshot_id: int | None
+    ) -> None:
+        """Check results; `snapshot_id` is None for a blocked commit (nothing was published)."""
         if not checks:
             return
         from cellstore.checks import record_check_results
 
-        record_check_results(con, checks, None)
+        record_check_results(con, checks, snapshot_id)
 
     def _run_record(self, build_id: str, stage: StageDef, result: StageResult) -> dict[str, Any]:
         return {
@@ -641,7 +656,7 @@ class Runner:
         with transaction(con, "record failures", {"build_id": build_id}):
             for record in records:
                 self._insert_run(con, record)
-            self._record_checks(con, checks)
+            self._record_checks(con, checks, None)
 
 
 def _first_line(exc: BaseException) -> str:

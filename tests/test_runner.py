@@ -308,3 +308,30 @@ def test_project_errors_name_the_files(toy):
         CellstoreError, match=r"dependency cycle: sql/a.sql -> sql/b.sql -> sql/a.sql"
     ):
         toy.runner()
+
+
+def test_failing_error_check_blocks_commit_and_downstream(toy):
+    (toy.root / "schemas").mkdir()
+    (toy.root / "schemas" / "numbers.yml").write_text(
+        "table: numbers\ncolumns:\n  - name: i\n    type: BIGINT\n    role: key\n"
+        "    checks:\n      - range: {max: 5}\n"
+    )
+    first = toy.build()
+    assert first.ok
+    numbers_snapshot = {r.stage: r.snapshot_id for r in first.results}["numbers"]
+    recorded = toy.query(
+        "select snapshot_id, passed from cellstore_meta.check_results "
+        "where table_name = 'numbers' and check_name like 'range%'"
+    )
+    assert recorded == [(numbers_snapshot, True)]
+    toy.config("[stages.numbers]\nn = 8\n")  # i = 7 breaks the range check
+    result = toy.build()
+    st = statuses(result)
+    assert st["numbers"] == "failed" and st["doubled"] == "blocked"
+    assert "range" in result.first_failure().error and "numbers" in result.first_failure().error
+    assert toy.query("select count(*) from numbers") == [(5,)]
+    failed = toy.query(
+        "select snapshot_id, n_failing from cellstore_meta.check_results "
+        "where not passed and table_name = 'numbers'"
+    )
+    assert failed == [(None, 2)]
