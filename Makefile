@@ -1,4 +1,6 @@
 # The README's commands. `make demo` and `make test` each install everything first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -10,7 +12,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# This machine's pip config lists local indexes that lack some packages: drop that noise.
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
+		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $@
 
 demo: install  ## build the embedded synthetic demo into ./warehouse
