@@ -290,18 +290,23 @@ def _group(raw: dict[str, Any], where: str) -> ColumnGroup:
 
 
 def _split_check(raw: Any, where: str) -> tuple[str, dict[str, Any]]:
-    """`not_null` → ('not_null', {}); `{range: {min: 0}}` → ('range', {'min': 0})."""
+    """`not_null` → ('not_null', {}); `{range: {min: 0}}` → ('range', {'min': 0}).
+
+    Common options may also sit beside the kind: `{unique: [a, b], severity: warn}`.
+    """
     if isinstance(raw, str):
         return raw, {}
-    if isinstance(raw, dict) and len(raw) == 1:
-        kind, options = next(iter(raw.items()))
-        if options is None:
-            options = {}
-        if isinstance(options, (list, str)) and kind in ("unique",):
-            options = {"columns": options}
-        if not isinstance(options, dict):
-            raise SchemaError(f"{where}: options of {kind!r} must be a mapping")
-        return str(kind), dict(options)
+    if isinstance(raw, dict):
+        kinds = [k for k in raw if k not in COMMON_OPTIONS]
+        if len(kinds) == 1:
+            kind = kinds[0]
+            options = raw[kind] if raw[kind] is not None else {}
+            if isinstance(options, (list, str)) and kind == "unique":
+                options = {"columns": options}
+            if not isinstance(options, dict):
+                raise SchemaError(f"{where}: options of {kind!r} must be a mapping")
+            beside = {k: v for k, v in raw.items() if k != kind}
+            return str(kind), {**options, **beside}
     raise SchemaError(
         f"{where}: a check is a word (not_null) or a one-key mapping (range: {{...}})"
     )

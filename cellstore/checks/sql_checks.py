@@ -144,7 +144,8 @@ def _failing_rows_result(
     n_failing = con.execute(f"select count(*) from ({offending_sql})").fetchone()[0]
     if n_failing == 0:
         return passed_result(target.table, spec.name, spec.severity)
-    sample = _fetch_dicts(con, f"select * from ({offending_sql}) limit {SAMPLE_ROWS}")
+    # Sorted, so the same offenders give the same sample (a top-N, not a full sort).
+    sample = _fetch_dicts(con, f"select * from ({offending_sql}) order by all limit {SAMPLE_ROWS}")
     # `what` holds "{n}" for the count; replace, not format: regexes may contain braces.
     return failed_result(
         target.table,
