@@ -1,0 +1,72 @@
+"""`cellstore export`: one warehouse table to a Parquet or CSV file for downstream analysts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def export(
+    table: Annotated[str, typer.Argument(help="Table to export, e.g. treatment_profiles.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")],
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", "-f", help="parquet, csv or csv.gz (default: from the --out name)."
+        ),
+    ] = None,
+    at: Annotated[
+        int | None, typer.Option("--at", help="Export the table as of this snapshot id.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    feature_source: Annotated[
+        str | None, typer.Option("--feature-source", help="Only rows of this feature source.")
+    ] = None,
+    postprocessing: Annotated[
+        str | None,
+        typer.Option("--postprocessing", help="Only rows of this post-processing variant."),
+    ] = None,
+    warehouse: Annotated[
+        Path | None,
+        typer.Option(
+            "--warehouse", "-w", help="Warehouse folder (default: config, else ./warehouse)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config file (default: ./cellstore.toml).")
+    ] = None,
+) -> None:
+    """Export TABLE to --out, written atomically; an existing file is kept unless --force.
+
+    Profile tables (a `features` vector per row) are written in pycytominer layout:
+    Metadata_ columns (Metadata_Plate, Metadata_Compound, Metadata_MoA, Metadata_Batch, ...)
+    then one column per feature, named from feature_sets. Other tables are written as stored.
+
+    cellstore export treatment_profiles --out profiles.csv.gz --postprocessing tvn
+    """
+    from rich.console import Console
+
+    from cellstore.cli import open_warehouse
+    from cellstore.export import export_table
+
+    con = open_warehouse(warehouse, config).connect(read_only=True, snapshot=at)
+    try:
+        summary = export_table(
+            con,
+            table,
+            out,
+            fmt=format,
+            force=force,
+            feature_source=feature_source,
+            postprocessing=postprocessing,
+        )
+    finally:
+        con.close()
+    layout = "pycytominer profile layout" if summary.is_profile else "as stored"
+    Console().print(
+        f"wrote {summary.rows} rows x {summary.columns} columns of {table} to {summary.path} "
+        f"({summary.format}, {layout})",
+        highlight=False,
+    )

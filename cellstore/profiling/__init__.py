@@ -1,0 +1,1 @@
+"""Profiling science: aggregation, normalisation (standardise, whitening, TVN), NSC/NSCB, mAP."""
