@@ -37,6 +37,7 @@ def check(
     a contract, or a contract whose table is not built yet, is a warning.
     """
     import json
+    import sys
 
     from rich.console import Console
 
@@ -75,7 +76,8 @@ def check(
         con.close()
 
     shown = [r for r in results if not r.passed] if failures_only else results
-    console = Console()
+    # Piped output is not cut at 80 columns: check names and samples stay on one line.
+    console = Console() if sys.stdout.isatty() else Console(width=240)
     if output == "json":
         for r in shown:
             typer.echo(
@@ -111,7 +113,7 @@ def _print_table(console, results) -> None:  # noqa: ANN001 (rich types imported
 
     view = Table(show_lines=False, expand=False)
     for heading in ("table", "check", "severity", "status", "failing", "detail"):
-        view.add_column(heading, overflow="fold")
+        view.add_column(heading, overflow="fold", no_wrap=heading != "detail")
     for r in results:
         status = (
             "[green]pass[/]"
