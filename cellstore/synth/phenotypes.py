@@ -1,0 +1,273 @@
+"""The phenotype model of the synthetic plates: the benchmark's ground truth.
+
+Every cell is described by a point z in a latent *phenotype space* with one axis per
+morphological trait (`AXES`); an untreated (DMSO) cell of an average plate sits at z = 0.
+`cellstore.synth.cells` turns z into drawable parameters (nucleus radius, fibre counts, ...)
+and `cellstore.synth.render` draws them. The model, from well to cell:
+
+    z_cell = batch(Week) + plate + well noise               (no MoA information)
+           + r_cell · Δ(compound)                          (the treatment's phenotype)
+           + cell noise                                    (cell-to-cell variation)
+
+- Δ(compound) = Δ(MoA) ⊙ (1 + 0.15·ε) + 0.08·ε': the MoA direction `MOA_EFFECTS`, with a
+  compound-specific scaling and off-target part, so compounds of one MoA look alike, not
+  identical (the NSC protocol asks a treatment to find *another* compound of its MoA).
+- Dose response: a well's effect e = c^h / (c^h + EC50^h), Hill slope h = 1.5, with c the
+  concentration in µM. EC50 of an annotated compound = its lowest annotated concentration ×
+  10^N(0.1, 0.25), so its lowest annotated dose is a weak, DMSO-like phenotype and its highest
+  is saturated. Unannotated compounds get a hidden MoA (chosen from their name) with a
+  larger off-target part, an EC50 near the middle of their dose range, and 30 % of them are
+  nearly inactive.
+- Per-cell heterogeneity: a cell's response r ~ Beta(5e + 0.05, 5(1 − e) + 0.05), so at a
+  middling dose some cells respond fully and others not at all; then independent noise of
+  `CELL_NOISE` on every axis. Discrete states (mitotic arrest, two nuclei, ring-shaped DNA)
+  are drawn per cell with probabilities that rise with their axes.
+- Cell density (cells per field) follows the well-level `density` axis: e·Δ + batch + plate.
+
+MoAs are deliberately arranged in neighbourhoods, as in the real screen: DNA damage and
+DNA replication both enlarge nuclei (they differ in DNA content and texture); Eg5 inhibitors
+and microtubule destabilizers both arrest cells in mitosis (ring-shaped DNA vs lost
+microtubules); cholesterol-lowering, kinase inhibitors and protein synthesis inhibitors are
+weak phenotypes close to DMSO and to each other.
+
+Batch effects (per Week, `week_effects`): a biological offset of the whole population in
+phenotype space (σ = 0.2 per axis, 0.15 on density), and imaging effects per channel:
+gain (log-normal, σ = 0.2), background offset (100–400 counts), and an illumination field
+(radial vignetting of 10–35 % with an off-centre peak, plus a linear tilt). Plates add
+their own small offsets (σ = 0.06 in phenotype space, 5 % gain). A profile that is not
+corrected per batch therefore carries Week structure that competes with the MoA signal
+(NSCB suffers); DMSO wells on every plate let whitening / TVN remove it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+AXES: tuple[str, ...] = (
+    "density",  # log of cells per field (well level)
+    "clustering",  # cells grow in tight colonies instead of spreading evenly
+    "nucleus_size",  # log of nucleus radius
+    "nucleus_elongation",  # log of nucleus aspect ratio
+    "nucleus_irregularity",  # lobed / blebbed nuclear outline
+    "dna_content",  # log of DAPI brightness (more DNA: S/G2 arrest, polyploidy)
+    "chromatin_texture",  # granular, condensed chromatin
+    "mitotic_arrest",  # share of rounded, condensed mitotic cells
+    "dna_ring",  # arrested cells show a ring of chromosomes (monopolar spindle)
+    "multinucleation",  # share of cells with two nuclei (failed cytokinesis)
+    "cell_size",  # log of cytoplasm extent around the nucleus
+    "cell_irregularity",  # ragged, polarised cell outline
+    "tubulin_level",  # log of tubulin brightness
+    "tubulin_fibres",  # microtubule network (negative: diffuse, depolymerised tubulin)
+    "tubulin_bundling",  # thick bright bundles wrapped around the nucleus
+    "tubulin_aggregate",  # a bright perinuclear aggregate (aggresome)
+    "actin_level",  # log of actin brightness
+    "actin_cortex",  # cortical actin at cell edges and cell-cell junctions
+    "actin_fibres",  # stress fibres across the cell
+    "actin_puncta",  # actin clumped into bright dots
+)
+AXIS_INDEX = {name: i for i, name in enumerate(AXES)}
+
+# Δ(MoA): the saturated (e = 1) phenotype of each MoA, as offsets from DMSO. About 1 on an
+# axis is an obvious change for that trait; below ~0.4 it is subtle.
+MOA_EFFECTS: dict[str, dict[str, float]] = {
+    "Actin disruptors": {
+        "actin_fibres": -2.0, "actin_puncta": 2.5, "actin_cortex": -1.0,
+        "cell_size": -0.5, "cell_irregularity": 1.0, "multinucleation": 1.5,
+    },
+    "Aurora kinase inhibitors": {
+        "nucleus_size": 1.2, "dna_content": 1.0, "nucleus_irregularity": 1.5,
+        "multinucleation": 2.2, "density": -0.8, "cell_size": 0.6,
+    },
+    "Cholesterol-lowering": {
+        "cell_size": -0.35, "actin_fibres": -0.5, "cell_irregularity": -0.4,
+        "density": -0.2, "tubulin_level": 0.15,
+    },
+    "DNA damage": {
+        "nucleus_size": 0.7, "dna_content": 0.3, "chromatin_texture": 1.2,
+        "nucleus_irregularity": 0.6, "cell_size": 0.5, "density": -0.6,
+    },
+    "DNA replication": {
+        "nucleus_size": 0.6, "dna_content": 0.8, "chromatin_texture": 0.4,
+        "cell_size": 0.3, "density": -0.7,
+    },
+    "Eg5 inhibitors": {
+        "mitotic_arrest": 3.0, "dna_ring": 3.0, "density": -0.3, "actin_cortex": 0.4,
+    },
+    "Epithelial": {
+        "clustering": 2.0, "actin_cortex": 1.5, "cell_size": -0.3,
+        "cell_irregularity": -0.6, "tubulin_level": 0.25,
+    },
+    "Kinase inhibitors": {
+        "cell_irregularity": 0.6, "nucleus_elongation": 0.5, "actin_fibres": 0.5,
+        "cell_size": 0.25,
+    },
+    "Microtubule destabilizers": {
+        "tubulin_fibres": -2.5, "mitotic_arrest": 2.6, "cell_size": -0.4,
+        "density": -0.4, "tubulin_level": 0.2,
+    },
+    "Microtubule stabilizers": {
+        "tubulin_bundling": 2.6, "tubulin_level": 0.5, "mitotic_arrest": 2.0,
+        "nucleus_irregularity": 1.0, "density": -0.3,
+    },
+    "Protein degradation": {
+        "tubulin_aggregate": 2.6, "cell_size": 0.4, "nucleus_size": 0.15,
+        "actin_level": -0.25,
+    },
+    "Protein synthesis": {
+        "tubulin_level": -0.5, "actin_level": -0.5, "cell_size": -0.4,
+        "nucleus_size": -0.15, "density": -0.25,
+    },
+}
+DMSO = "DMSO"
+
+HILL_SLOPE = 1.5
+RESPONSE_CONCENTRATION = 5.0  # κ of the per-cell Beta response
+# Cell-to-cell standard deviation per axis (density is well level: no cell noise).
+CELL_NOISE = np.array([0.0 if name == "density" else 0.3 for name in AXES])
+WEEK_NOISE = np.array([0.15 if name == "density" else 0.2 for name in AXES])
+PLATE_NOISE = 0.06
+WELL_NOISE = 0.05
+
+
+def stable_int(*parts: object) -> int:
+    """A 64-bit integer from `parts` that is the same on every run and machine."""
+    text = "\x1f".join(str(part) for part in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def rng_for(seed: int, *parts: object) -> np.random.Generator:
+    """The random stream of one entity (a Week, plate, well, field): independent of which
+    other entities are generated, so a subset of plates renders exactly as in the full set."""
+    return np.random.default_rng([seed, stable_int(*parts)])
+
+
+def moa_vector(moa: str) -> np.ndarray:
+    """Δ(MoA) as a vector over AXES (zeros for DMSO)."""
+    vector = np.zeros(len(AXES))
+    for axis, value in MOA_EFFECTS.get(moa, {}).items():
+        vector[AXIS_INDEX[axis]] = value
+    return vector
+
+
+@dataclass(frozen=True)
+class CompoundModel:
+    """How one compound acts: its (true or hidden) MoA, Δ, and EC50 in µM."""
+
+    compound: str
+    moa: str
+    is_annotated: bool
+    delta: np.ndarray  # (len(AXES),)
+    ec50: float
+
+    def effect(self, concentration: float) -> float:
+        """Fraction of the saturated phenotype at `concentration` µM (Hill curve)."""
+        if self.moa == DMSO or concentration <= 0:
+            return 0.0
+        ratio = (concentration / self.ec50) ** HILL_SLOPE
+        return float(ratio / (1.0 + ratio))
+
+
+def compound_models(
+    seed: int,
+    annotations: dict[tuple[str, float], str],
+    concentrations: dict[str, Iterable[float]],
+) -> dict[str, CompoundModel]:
+    """A CompoundModel for every compound of the metadata.
+
+    annotations: (compound, concentration) → MoA, from moa.csv.
+    concentrations: compound → every concentration it is used at in image.csv.
+    """
+    annotated: dict[str, tuple[str, list[float]]] = {}
+    for (compound, concentration), moa in annotations.items():
+        annotated.setdefault(compound, (moa, []))[1].append(concentration)
+    moas = sorted(MOA_EFFECTS)
+    models: dict[str, CompoundModel] = {}
+    for compound, doses in concentrations.items():
+        rng = rng_for(seed, "compound", compound)
+        jitter = rng.standard_normal(len(AXES))
+        off_target = rng.standard_normal(len(AXES))
+        if compound in annotated:
+            moa, annotated_doses = annotated[compound]
+            if moa == DMSO:
+                models[compound] = CompoundModel(compound, DMSO, True, np.zeros(len(AXES)), 1.0)
+                continue
+            delta = moa_vector(moa) * (1 + 0.15 * jitter) + 0.08 * off_target
+            ec50 = min(annotated_doses) * 10 ** rng.normal(0.1, 0.25)
+            models[compound] = CompoundModel(compound, moa, True, delta, float(ec50))
+        else:
+            moa = moas[stable_int("hidden-moa", compound) % len(moas)]
+            potency = 0.2 if rng.random() < 0.3 else 1.0
+            delta = potency * (moa_vector(moa) * (1 + 0.3 * jitter) + 0.25 * off_target)
+            positive = [c for c in doses if c > 0] or [1.0]
+            middle = float(np.exp(np.mean(np.log(positive))))
+            ec50 = middle * 10 ** rng.normal(0.0, 0.5)
+            models[compound] = CompoundModel(compound, moa, False, delta, float(ec50))
+    return models
+
+
+@dataclass(frozen=True)
+class WeekEffects:
+    """Batch effects of one Week: a phenotype offset and the imaging system's state."""
+
+    offset: np.ndarray  # (len(AXES),) added to every cell's z
+    gain: np.ndarray  # (3,) per channel (DAPI, tubulin, actin) multiplier
+    background: np.ndarray  # (3,) counts added everywhere
+    vignetting: float  # relative drop of illumination at the image corners
+    centre: tuple[float, float]  # illumination peak, as fractions of (width, height)
+    tilt: tuple[float, float]  # linear illumination gradient across (x, y)
+
+
+def week_effects(seed: int, week: str) -> WeekEffects:
+    """The Week's batch effects, drawn from its own random stream."""
+    rng = rng_for(seed, "week", week)
+    return WeekEffects(
+        offset=rng.standard_normal(len(AXES)) * WEEK_NOISE,
+        gain=np.exp(rng.normal(0.0, 0.2, size=3)),
+        background=rng.uniform(100.0, 400.0, size=3),
+        vignetting=float(rng.uniform(0.10, 0.35)),
+        centre=(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))),
+        tilt=(float(rng.normal(0.0, 0.06)), float(rng.normal(0.0, 0.06))),
+    )
+
+
+@dataclass(frozen=True)
+class PlateEffects:
+    """Plate-to-plate noise on top of the Week's effects."""
+
+    offset: np.ndarray  # (len(AXES),)
+    gain: np.ndarray  # (3,)
+
+
+def plate_effects(seed: int, plate: str) -> PlateEffects:
+    rng = rng_for(seed, "plate", plate)
+    return PlateEffects(
+        offset=rng.standard_normal(len(AXES)) * PLATE_NOISE,
+        gain=np.exp(rng.normal(0.0, 0.05, size=3)),
+    )
+
+
+def well_offset(seed: int, plate: str, well: str) -> np.ndarray:
+    """Well-to-well noise (pipetting, edge effects) in phenotype space."""
+    return rng_for(seed, "well", plate, well).standard_normal(len(AXES)) * WELL_NOISE
+
+
+def cell_responses(rng: np.random.Generator, effect: float, n: int) -> np.ndarray:
+    """(n,) per-cell response in [0, 1] with mean ≈ `effect` (heterogeneous responders)."""
+    if effect <= 0:
+        return np.zeros(n)
+    a = RESPONSE_CONCENTRATION * effect + 0.05
+    b = RESPONSE_CONCENTRATION * (1 - effect) + 0.05
+    return rng.beta(a, b, size=n)
+
+
+def cell_phenotypes(
+    rng: np.random.Generator, base: np.ndarray, delta: np.ndarray, responses: np.ndarray
+) -> np.ndarray:
+    """(n, len(AXES)) cell z: well base + response · Δ + cell noise."""
+    n = len(responses)
+    noise = rng.standard_normal((n, len(AXES))) * CELL_NOISE
+    return base[None, :] + responses[:, None] * delta[None, :] + noise

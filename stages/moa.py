@@ -1,0 +1,25 @@
+"""The mechanism-of-action annotation of the source's treatments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from cellstore.sources import load_moa, resolve_source, source_digest
+from cellstore.stage import StageContext, stage
+
+
+def _source_state(settings: dict[str, Any]) -> str:
+    return source_digest(settings["source"])
+
+
+@stage(watch=_source_state)
+def moa(*, source: str = "", ctx: StageContext) -> pa.Table:
+    """(compound, concentration) → MoA from the source's BBBC021_v1_moa.csv, DMSO included.
+    Grain: (compound, concentration). Concentrations are canonical µM floats, as in images.
+
+    source: the same folder as the images stage; empty means the embedded demo.
+    """
+    project_dir = getattr(ctx.config, "project_dir", None)
+    return load_moa(resolve_source(source, ctx.cache_dir, project_dir))
