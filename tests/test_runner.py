@@ -335,3 +335,18 @@ def test_failing_error_check_blocks_commit_and_downstream(toy):
         "where not passed and table_name = 'numbers'"
     )
     assert failed == [(None, 2)]
+
+
+@pytest.mark.parametrize("kind", ["polars", "pandas", "arrow-reader"])
+def test_python_stage_may_return_polars_pandas_or_a_batch_reader(toy, kind):
+    body = {
+        "polars": "import polars as pl\n    return pl.DataFrame({'i': [1, 2], 's': ['a', 'b']})",
+        "pandas": "import pandas as pd\n    return pd.DataFrame({'i': [1, 2], 's': ['a', 'b']})",
+        "arrow-reader": "import pyarrow as pa\n    t = pa.table({'i': [1, 2], 's': ['a', 'b']})\n"
+        "    return pa.RecordBatchReader.from_batches(t.schema, t.to_batches())",
+    }[kind]
+    (toy.root / "stages" / "numbers.py").write_text(
+        f"from cellstore.stage import stage\n\n@stage\ndef numbers():\n    {body}\n"
+    )
+    assert toy.build(["numbers"]).ok
+    assert toy.query("select i, s from numbers order by i") == [(1, "a"), (2, "b")]
