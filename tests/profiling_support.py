@@ -60,3 +60,51 @@ def treatment_table(
             "features": pa.array([row.tolist() for row in features], pa.list_(pa.float32())),
         }
     )
+
+
+def synthetic_wells(seed: int = 0, n_features: int = 16) -> pa.Table:
+    """well_profiles-shaped wells with a planted MoA signal and a batch shift.
+
+    2 feature sources; 3 Weeks x 2 plates; per plate 4 DMSO wells and one well of each of
+    the 4 treatments of that Week (compound c of every MoA sits in Week c + 1 only), so
+    NSCB neighbours come from other Weeks. features = MoA centre + Week shift + noise.
+    """
+    rng = np.random.default_rng(seed)
+    moas = ["Actin disruptors", "DNA damage", "Eg5 inhibitors", "Epithelial"]
+    centres = {moa: rng.normal(size=n_features) * 3 for moa in moas}
+    rows = []
+    for source in ("cells_a", "cells_b"):
+        for week in (1, 2, 3):
+            shift = rng.normal(size=n_features) * 4
+            for plate in (f"Week{week}_{week}01", f"Week{week}_{week}02"):
+                wells = [("DMSO", 0.0, "DMSO")] * 4 + [
+                    (f"{moa[:3]}-{week}", 1.0, moa) for moa in moas
+                ]
+                for i, (compound, concentration, moa) in enumerate(wells):
+                    signal = np.zeros(n_features) if moa == "DMSO" else centres[moa]
+                    features = signal + shift + rng.normal(size=n_features) * 1.5
+                    rows.append(
+                        {
+                            "feature_source": source,
+                            "plate": plate,
+                            "well": f"W{i:02d}",
+                            "batch": f"Week{week}",
+                            "compound": compound,
+                            "concentration": concentration,
+                            "moa": moa,
+                            "n_cells": int(rng.integers(50, 400)),
+                            "features": features.astype(np.float32).tolist(),
+                        }
+                    )
+    table = pa.Table.from_pylist(rows)
+    return table.set_column(8, "features", table["features"].cast(pa.list_(pa.float32())))
+
+
+def evaluated(con: duckdb.DuckDBPyConnection, wells: pa.Table) -> duckdb.DuckDBPyConnection:
+    """Put `wells` as well_profiles and build every table downstream of it into `con`."""
+    put(con, "well_profiles", wells)
+    normalize = stage_module("well_profiles_normalized").well_profiles_normalized
+    put(con, "well_profiles_normalized", normalize(con.table("well_profiles")))
+    for name in ("treatment_profiles", "moa_neighbors", "moa_accuracy"):
+        run_sql_stage(con, name)
+    return con

@@ -1,0 +1,58 @@
+"""`cellstore report`: an offline HTML page with PNG plots of the evaluation tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def report(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for index.html and PNGs.")
+    ] = Path("report"),
+    postprocessing: Annotated[
+        str | None,
+        typer.Option(
+            "--postprocessing",
+            help="Variant for confusion matrices and maps (default: best NSC per source).",
+        ),
+    ] = None,
+    at: Annotated[
+        int | None, typer.Option("--at", help="Report on the warehouse as of this snapshot id.")
+    ] = None,
+    warehouse: Annotated[
+        Path | None,
+        typer.Option(
+            "--warehouse", "-w", help="Warehouse folder (default: config, else ./warehouse)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Config file (default: ./cellstore.toml).")
+    ] = None,
+) -> None:
+    """Write an HTML report (readable offline) with PNG plots into --out.
+
+    Accuracy table (NSC, NSCB, drop, mAP), a confusion matrix per feature source, a 2-D map
+    of treatment profiles coloured by MoA, well profiles by batch before and after
+    correction, and cells per well. Sections whose table is not built are noted, not fatal.
+    """
+    from rich.console import Console
+
+    from cellstore.cli import open_warehouse
+    from cellstore.report import write_report
+
+    store = open_warehouse(warehouse, config)
+    con = store.connect(read_only=True, snapshot=at)
+    try:
+        snapshot = con.execute("select max(snapshot_id) from ducklake_snapshots('lake')").fetchone()
+        summary = write_report(
+            con,
+            out,
+            postprocessing=postprocessing,
+            subtitle=f"warehouse {store.root}, snapshot {at if at is not None else snapshot[0]}",
+        )
+    finally:
+        con.close()
+    Console().print(f"wrote {summary.html} with {len(summary.images)} plots", highlight=False)
