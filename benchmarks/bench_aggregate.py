@@ -200,8 +200,9 @@ def main() -> None:
         f"{args.plates * 60} wells, medians of {args.repeats} interleaved runs"
     )
     print(
-        "| operation | cellstore s | pycytominer s | time ratio | cellstore GiB | "
-        "pycytominer GiB | memory ratio | max abs diff |"
+        "| operation | cellstore s | pycytominer s | speed-up (pycytominer s / cellstore s) | "
+        "cellstore GiB | pycytominer GiB | memory ratio (cellstore / pycytominer) | "
+        "max abs diff |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for operation in OPERATIONS:
@@ -216,7 +217,7 @@ def main() -> None:
             args.data / f"result_pycytominer_{operation}.parquet",
         )
         print(
-            f"| {operation} | {t_ours:.1f} | {t_theirs:.1f} | {t_theirs / t_ours:.1f}x faster | "
+            f"| {operation} | {t_ours:.1f} | {t_theirs:.1f} | {t_theirs / t_ours:.1f} | "
             f"{m_ours:.2f} | {m_theirs:.2f} | {m_ours / m_theirs:.2f} | {diff:.1e} |"
         )
 
