@@ -1,0 +1,319 @@
+"""Driver side of the image stages: stream fields in plate order, run tasks, collect parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cellstore.imaging.batches import field_batches
+from cellstore.imaging.fieldio import CHANNELS, QualityLimits
+from cellstore.imaging.illumination import MeanImage, flat_function, illumination_function
+from cellstore.imaging.tasks import (
+    PlateIllumination,
+    TaskResult,
+    illumination_limits,
+    illumination_sums,
+    rejected_schema,
+    write_empty_part,
+)
+
+FIELD_COLUMNS = (
+    "image_id",
+    "plate",
+    "well",
+    "width",
+    "height",
+    "path_dapi",
+    "path_tubulin",
+    "path_actin",
+)
+READ_ROWS = 4096  # rows per record batch pulled from DuckDB
+Progress = Callable[..., None]
+
+
+def sql_literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _require(relation: Any, columns: tuple[str, ...], table: str) -> None:
+    missing = [c for c in columns if c not in relation.columns]
+    if missing:
+        raise ValueError(f"{table}: missing column(s) {missing}; has {relation.columns}")
+
+
+def count_fields(relation: Any) -> int:
+    return int(relation.aggregate("count(distinct image_id)").fetchone()[0])
+
+
+# ---- illumination lookup ---------------------------------------------------------------
+
+
+def plate_illumination(illumination: Any, plate: str) -> PlateIllumination:
+    """The stored functions and limits of one plate, from the `illumination` table."""
+    rows = (
+        illumination.filter(f"plate = {sql_literal(plate)}")
+        .select("channel, function, shape, dtype, intensity_low, intensity_high")
+        .fetchall()
+    )
+    if not rows:
+        raise ValueError(f"illumination: no function for plate {plate!r}; build illumination")
+    functions, limits = {}, {}
+    for channel, buffer, shape, dtype, low, high in rows:
+        functions[channel] = (bytes(buffer), tuple(shape), dtype)
+        limits[channel] = (float(low), float(high))
+    return PlateIllumination(plate, functions, limits)
+
+
+class _PlateCache:
+    """Holds only the current plate's illumination: fields arrive in plate order."""
+
+    def __init__(self, illumination: Any) -> None:
+        self.illumination = illumination
+        self.current: PlateIllumination | None = None
+
+    def get(self, plate: str) -> PlateIllumination:
+        if self.current is None or self.current.plate != plate:
+            self.current = plate_illumination(self.illumination, plate)
+        return self.current
+
+
+# ---- per-field stages (nuclei, crops, cell_features) ------------------------------------
+
+
+@dataclass
+class FieldRun:
+    """Parquet parts written by workers and the fields they rejected."""
+
+    parts: list[Path] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    n_fields: int = 0
+    n_rows: int = 0
+
+    def rejected_table(self) -> Any:
+        import pyarrow as pa
+
+        return pa.Table.from_pylist(self.rejected, schema=rejected_schema())
+
+
+def run_field_tasks(
+    rows: Any,
+    illumination: Any,
+    task: Callable[..., TaskResult],
+    settings: Any,
+    *,
+    pool: Any,
+    parts_dir: Path,
+    prefix: str,
+    schema: Any,
+    order: str = "plate, image_id",
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> FieldRun:
+    """Run `task(batch, plate_illumination, settings, part_path)` over batches of fields.
+
+    rows: relation with FIELD_COLUMNS (plus per-row columns, e.g. nucleus centres), sorted
+    here by `order`; each batch holds ≤ `batch_size` whole fields of one plate. The result
+    always has at least one part (an empty one carrying `schema` when no row was produced).
+    """
+    _require(rows, FIELD_COLUMNS, "images")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    total = count_fields(rows)
+    run = FieldRun()
+    cache = _PlateCache(illumination)
+
+    def tasks() -> Iterator[tuple[Any, ...]]:
+        reader = rows.order(order).to_arrow_reader(READ_ROWS)
+        for index, batch in enumerate(field_batches(reader, batch_size)):
+            plate = cache.get(batch["plate"][0].as_py())
+            yield batch, plate, settings, str(parts_dir / f"{prefix}-{index:06d}.parquet")
+
+    def on_done(result: TaskResult) -> None:
+        if result.part:
+            run.parts.append(Path(result.part))
+        run.rejected.extend(result.rejected)
+        run.n_fields += result.n_fields
+        run.n_rows += result.n_rows
+        if progress is not None:
+            progress(result.n_fields, total=total)
+
+    pool.run(task, tasks(), on_done)
+    if not run.parts:
+        run.parts.append(Path(write_empty_part(schema, str(parts_dir / f"{prefix}-empty.parquet"))))
+    run.parts.sort()
+    return run
+
+
+# ---- illumination ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IlluminationSettings:
+    downscale: int = 4
+    median_size: int = 15  # in downscaled pixels, at the reference width
+    percentiles: tuple[float, float] = (0.1, 99.9)
+    sample: int = 8  # fields per plate used for the intensity limits
+    reference_width: int = 1280
+    quality: QualityLimits = QualityLimits()
+
+    def median_px(self, width: int) -> int:
+        scale = width / self.reference_width if self.reference_width > 0 else 1.0
+        return max(1, int(round(self.median_size * scale)))
+
+
+def illumination_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("plate", pa.string()),
+            ("channel", pa.string()),
+            ("function", pa.binary()),
+            ("shape", pa.list_(pa.int32())),
+            ("dtype", pa.string()),
+            ("downscale", pa.int32()),
+            ("median_size", pa.int32()),
+            ("image_width", pa.int32()),
+            ("image_height", pa.int32()),
+            ("n_images", pa.int32()),
+            ("n_rejected", pa.int32()),
+            ("intensity_low", pa.float64()),
+            ("intensity_high", pa.float64()),
+        ]
+    )
+
+
+@dataclass
+class _PlateSums:
+    expected: int
+    width: int
+    height: int
+    done: int = 0
+    rejected: int = 0
+    sums: dict[str, MeanImage] = field(default_factory=lambda: {c: MeanImage() for c in CHANNELS})
+
+
+def build_illumination(
+    images: Any,
+    settings: IlluminationSettings,
+    *,
+    pool: Any,
+    batch_size: int = 16,
+    progress: Progress | None = None,
+) -> Any:
+    """Per plate × channel illumination function and intensity limits, as a pyarrow Table.
+
+    Pass 1 sums every field's block-mean-downscaled channels per plate (fields failing the
+    quality checks are skipped and counted); a plate's function is finished as soon as its
+    last field is summed, so the driver holds sums for the few plates in flight only.
+    Pass 2 reads `sample` fields per plate and records the (low, high) percentiles of the
+    corrected intensities, which the crops stage maps to 0..255.
+    """
+    import pyarrow as pa
+
+    _require(images, FIELD_COLUMNS, "images")
+    sizes = images.aggregate(
+        "plate, count(distinct image_id) as n, max(width) as w, max(height) as h", "plate"
+    ).fetchall()
+    plates = {plate: _PlateSums(int(n), int(w), int(h)) for plate, n, w, h in sizes}
+    total = sum(p.expected for p in plates.values())
+    finished: dict[str, dict[str, np.ndarray]] = {}
+    counts: dict[str, tuple[int, int]] = {}
+
+    def finish(plate: str) -> None:
+        state = plates[plate]
+        functions = {}
+        for channel, mean_image in state.sums.items():
+            small_shape = (state.height // settings.downscale, state.width // settings.downscale)
+            if mean_image.count == 0:
+                functions[channel] = flat_function(small_shape)
+            else:
+                functions[channel] = illumination_function(
+                    mean_image.mean(), settings.median_px(state.width)
+                )
+        finished[plate] = functions
+        counts[plate] = (state.sums["dapi"].count, state.rejected)
+        state.sums = {}
+
+    def sum_tasks() -> Iterator[tuple[Any, ...]]:
+        reader = images.select(", ".join(FIELD_COLUMNS)).order("plate, image_id")
+        for batch in field_batches(reader.to_arrow_reader(READ_ROWS), batch_size):
+            yield batch, settings.downscale, settings.quality
+
+    def on_sums(result: TaskResult) -> None:
+        if result.n_fields == 0:
+            return
+        plate = result.plate
+        state = plates[plate]
+        for channel, partial in result.extra.items():
+            state.sums[channel].merge(partial)
+        state.done += result.n_fields
+        state.rejected += len(result.rejected)
+        if state.done == state.expected:
+            finish(plate)
+        if progress is not None:
+            progress(result.n_fields, total=total + len(plates))
+
+    pool.run(illumination_sums, sum_tasks(), on_sums)
+    for plate, state in plates.items():
+        if plate not in finished:  # defensive: every field of a plate was summed above
+            raise RuntimeError(f"illumination: plate {plate} saw {state.done}/{state.expected}")
+
+    limits: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def limit_tasks() -> Iterator[tuple[Any, ...]]:
+        sample = images.select(", ".join(FIELD_COLUMNS)).query(
+            "fields",
+            "select * from fields qualify row_number() over "
+            f"(partition by plate order by hash(image_id), image_id) <= {int(settings.sample)} "
+            "order by plate, image_id",
+        )
+        for batch in field_batches(sample.to_arrow_reader(READ_ROWS), settings.sample):
+            plate = batch["plate"][0].as_py()
+            stored = _plate_functions(plate, finished[plate])
+            yield batch, stored, tuple(settings.percentiles), settings.quality
+
+    def on_limits(result: TaskResult) -> None:
+        limits[result.plate] = result.extra
+        if progress is not None:
+            progress(1, total=total + len(plates))
+
+    pool.run(illumination_limits, limit_tasks(), on_limits)
+
+    rows = []
+    for plate in sorted(finished):
+        state = plates[plate]
+        for channel in CHANNELS:
+            function = finished[plate][channel]
+            ceiling = 65535.0
+            low, high = limits.get(plate, {}).get(channel, (0.0, ceiling))
+            n_images, n_rejected = counts[plate]
+            rows.append(
+                {
+                    "plate": plate,
+                    "channel": channel,
+                    "function": function.astype(np.float32).tobytes(),
+                    "shape": list(function.shape),
+                    "dtype": "float32",
+                    "downscale": settings.downscale,
+                    "median_size": settings.median_px(state.width),
+                    "image_width": state.width,
+                    "image_height": state.height,
+                    "n_images": n_images,
+                    "n_rejected": n_rejected,
+                    "intensity_low": low,
+                    "intensity_high": high,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=illumination_schema())
+
+
+def _plate_functions(plate: str, functions: dict[str, np.ndarray]) -> PlateIllumination:
+    stored = {
+        channel: (function.astype(np.float32).tobytes(), function.shape, "float32")
+        for channel, function in functions.items()
+    }
+    return PlateIllumination(plate, stored, {})

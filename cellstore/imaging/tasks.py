@@ -1,0 +1,527 @@
+"""Work run on dask workers: a batch of fields in, one Parquet part plus a small summary out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from cellstore.imaging import fieldio
+from cellstore.imaging.arrays import block_mean
+from cellstore.imaging.fieldio import CHANNELS, FieldRejected, QualityLimits
+from cellstore.imaging.illumination import MeanImage, full_resolution
+
+# Fields reaching crops / features already passed the quality checks of the nuclei stage.
+NO_QUALITY_LIMITS = QualityLimits(max_saturated_fraction=1.0)
+
+# CellProfiler-style channel names used in feature columns.
+FEATURE_CHANNELS = {"dapi": "DAPI", "tubulin": "Tubulin", "actin": "Actin"}
+
+
+# ---- inputs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlateIllumination:
+    """One plate's stored illumination functions and intensity limits, per channel."""
+
+    plate: str
+    functions: dict[str, tuple[bytes, tuple[int, int], str]]  # channel → (bytes, shape, dtype)
+    limits: dict[str, tuple[float, float]]  # channel → (low, high) corrected intensity
+
+    def function(self, channel: str, shape: tuple[int, int], factor: int = 1) -> np.ndarray:
+        """Correction function for images of `shape`, block-mean reduced by `factor`
+        (cached per worker process)."""
+        if channel not in self.functions:
+            raise ValueError(f"illumination: plate {self.plate} has no {channel} function")
+        buffer, small_shape, dtype = self.functions[channel]
+        return _reduced_function(buffer, tuple(small_shape), dtype, tuple(shape), factor)
+
+
+@lru_cache(maxsize=16)
+def _reduced_function(
+    buffer: bytes, small_shape: tuple[int, int], dtype: str, shape: tuple[int, int], factor: int
+) -> np.ndarray:
+    full = full_resolution(buffer, small_shape, dtype, shape)
+    if factor == 1:
+        return full
+    reduced = block_mean(full, factor)
+    reduced.setflags(write=False)
+    return reduced
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of view and the rows of the batch table that belong to it."""
+
+    image_id: str
+    plate: str
+    well: str
+    paths: dict[str, str]
+    shape: tuple[int, int]  # (height, width) from the images table
+    rows: Any  # pyarrow Table slice
+
+
+def iter_fields(batch: Any) -> Iterator[Field]:
+    """Group a batch (rows sorted by image_id, images columns present) into fields."""
+    ids = batch["image_id"].to_numpy(zero_copy_only=False)
+    starts = list(np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])) + [len(ids)]
+    columns = {
+        name: batch[name].to_pylist()
+        for name in ("image_id", "plate", "well", "width", "height")
+        + tuple(f"path_{c}" for c in CHANNELS)
+    }
+    for start, stop in zip(starts[:-1], starts[1:], strict=True):
+        yield Field(
+            image_id=columns["image_id"][start],
+            plate=columns["plate"][start],
+            well=columns["well"][start],
+            paths={c: columns[f"path_{c}"][start] for c in CHANNELS},
+            shape=(int(columns["height"][start]), int(columns["width"][start])),
+            rows=batch.slice(start, stop - start),
+        )
+
+
+def read_checked(item: Field, limits: QualityLimits, channels=CHANNELS) -> dict[str, np.ndarray]:
+    """Read a field's channels; their shape must match the images table's width × height."""
+    images = fieldio.read_field(item.paths, limits, channels)
+    shape = next(iter(images.values())).shape
+    if shape != item.shape:
+        raise FieldRejected(
+            fieldio.SHAPE_MISMATCH,
+            f"image is {shape[1]}×{shape[0]}, images table says {item.shape[1]}×{item.shape[0]}",
+        )
+    return images
+
+
+# ---- outputs ---------------------------------------------------------------------------
+
+
+@dataclass
+class TaskResult:
+    """What a task sends back to the driver: small, whatever the batch size."""
+
+    part: str | None
+    n_fields: int
+    n_rows: int
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    plate: str = ""
+    extra: Any = None
+
+
+def rejected_row(item: Field, error: FieldRejected) -> dict[str, str]:
+    return {
+        "image_id": item.image_id,
+        "plate": item.plate,
+        "well": item.well,
+        "reason": error.reason,
+        "detail": error.detail,
+    }
+
+
+def rejected_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("plate", pa.string()),
+            ("well", pa.string()),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+        ]
+    )
+
+
+def write_part(tables: list[Any], schema: Any, path: str) -> str | None:
+    """Write the non-empty tables as one Parquet file (zstd); None when there is no row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return None
+    table = pa.concat_tables(tables).cast(schema)
+    pq.write_table(table, path, compression="zstd", compression_level=1, row_group_size=8192)
+    return path
+
+
+def write_empty_part(schema: Any, path: str) -> str:
+    """A zero-row Parquet file carrying the schema (so an empty result still has columns)."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(schema.empty_table(), path)
+    return path
+
+
+# ---- illumination ----------------------------------------------------------------------
+
+
+def illumination_sums(batch: Any, downscale: int, limits: QualityLimits) -> TaskResult:
+    """Sum the downscaled channel images of a batch of one plate's fields (bad ones skipped)."""
+    started = time.perf_counter()
+    sums = {c: MeanImage() for c in CHANNELS}
+    rejected: list[dict[str, str]] = []
+    n_fields = 0
+    for item in iter_fields(batch):
+        n_fields += 1
+        try:
+            images = read_checked(item, limits)
+        except FieldRejected as error:
+            rejected.append(rejected_row(item, error))
+            continue
+        for channel, image in images.items():
+            sums[channel].add(image, downscale)
+    elapsed = time.perf_counter() - started
+    return TaskResult(None, n_fields, 0, rejected, elapsed, plate=_plate_of(batch), extra=sums)
+
+
+def illumination_limits(
+    batch: Any,
+    functions: PlateIllumination,
+    percentiles: tuple[float, float],
+    limits: QualityLimits,
+) -> TaskResult:
+    """Pooled (low, high) percentiles of corrected intensities over a sample of fields."""
+    started = time.perf_counter()
+    samples: dict[str, list[np.ndarray]] = {c: [] for c in CHANNELS}
+    n_fields = 0
+    for item in iter_fields(batch):
+        n_fields += 1
+        try:
+            images = read_checked(item, limits)
+        except FieldRejected:
+            continue  # already recorded by the sums pass
+        for channel, image in images.items():
+            corrected = image / functions.function(channel, image.shape)
+            samples[channel].append(corrected[::4, ::4].ravel())
+    result: dict[str, tuple[float, float]] = {}
+    for channel, pieces in samples.items():
+        if pieces:
+            low, high = np.percentile(np.concatenate(pieces), percentiles)
+            result[channel] = (float(low), float(max(high, low + 1e-6)))
+    elapsed = time.perf_counter() - started
+    return TaskResult(None, n_fields, 0, [], elapsed, plate=_plate_of(batch), extra=result)
+
+
+def _plate_of(batch: Any) -> str:
+    return batch["plate"][0].as_py() if batch.num_rows else ""
+
+
+# ---- nuclei ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes given in pixels of a `reference_width`-wide image, scaled to each field's width
+    (a synthetic source written at scale 0.5 gets half-size nuclei, boxes and distances).
+    reference_width = 0 turns scaling off."""
+
+    reference_width: int = 1280
+
+    def scale(self, width: int) -> float:
+        return width / self.reference_width if self.reference_width > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class NucleiSettings:
+    nucleus_diameter: float = 20.0
+    geometry: Geometry = Geometry()
+    quality: QualityLimits = QualityLimits()
+
+    def params(self, width: int) -> Any:
+        from cellstore.imaging.segmentation import NucleusParams
+
+        return NucleusParams(diameter=self.nucleus_diameter * self.geometry.scale(width))
+
+
+def nuclei_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("cell_id", pa.string()),
+            ("object_number", pa.int32()),
+            ("plate", pa.string()),
+            ("well", pa.string()),
+            ("x", pa.float32()),
+            ("y", pa.float32()),
+            ("area", pa.float32()),
+            ("mean_intensity", pa.float32()),
+            ("integrated_intensity", pa.float32()),
+            ("touches_border", pa.bool_()),
+        ]
+    )
+
+
+def _cell_ids(image_id: str, numbers: np.ndarray) -> list[str]:
+    return [f"{image_id}_{n}" for n in numbers.tolist()]
+
+
+def nuclei_task(
+    batch: Any, plate: PlateIllumination, settings: NucleiSettings, out_path: str
+) -> TaskResult:
+    """Detect nuclei in every field of the batch; write one row per nucleus to `out_path`."""
+    import pyarrow as pa
+
+    from cellstore.imaging.segmentation import detect_nuclei
+
+    started = time.perf_counter()
+    tables, rejected, n_fields = [], [], 0
+    for item in iter_fields(batch):
+        n_fields += 1
+        try:
+            images = read_checked(item, settings.quality)
+            params = settings.params(item.shape[1])
+            found = detect_nuclei(
+                images["dapi"],
+                params,
+                illumination=plate.function("dapi", item.shape, params.factor()),
+            )
+            if len(found) == 0:
+                raise FieldRejected(fieldio.NO_NUCLEI, "no nucleus found on DAPI")
+        except FieldRejected as error:
+            rejected.append(rejected_row(item, error))
+            continue
+        n = len(found)
+        numbers = np.arange(1, n + 1, dtype=np.int32)
+        tables.append(
+            pa.table(
+                {
+                    "image_id": [item.image_id] * n,
+                    "cell_id": _cell_ids(item.image_id, numbers),
+                    "object_number": numbers,
+                    "plate": [item.plate] * n,
+                    "well": [item.well] * n,
+                    "x": found.x.astype(np.float32),
+                    "y": found.y.astype(np.float32),
+                    "area": found.area.astype(np.float32),
+                    "mean_intensity": found.mean_intensity.astype(np.float32),
+                    "integrated_intensity": (found.mean_intensity * found.area).astype(np.float32),
+                    "touches_border": found.touches_border,
+                }
+            )
+        )
+    schema = nuclei_schema()
+    part = write_part(tables, schema, out_path)
+    n_rows = sum(t.num_rows for t in tables)
+    return TaskResult(part, n_fields, n_rows, rejected, time.perf_counter() - started)
+
+
+# ---- crops -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    box: int = 96
+    border: str = "pad"
+    normalization: str = "plate"  # "plate": illumination table limits; "image": per field
+    percentiles: tuple[float, float] = (0.1, 99.9)  # used when normalization == "image"
+    geometry: Geometry = Geometry()
+
+    def box_px(self, width: int) -> int:
+        return max(2, int(round(self.box * self.geometry.scale(width))))
+
+
+def crops_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("cell_id", pa.string()),
+            ("object_number", pa.int32()),
+            ("plate", pa.string()),
+            ("well", pa.string()),
+            ("x", pa.float32()),
+            ("y", pa.float32()),
+            ("is_border", pa.bool_()),
+            ("crop", pa.binary()),
+            ("shape", pa.list_(pa.int32())),
+            ("dtype", pa.string()),
+        ]
+    )
+
+
+@lru_cache(maxsize=16)
+def _plate_gain(
+    buffer: bytes,
+    small_shape: tuple[int, int],
+    dtype: str,
+    shape: tuple[int, int],
+    low: float,
+    high: float,
+) -> tuple[np.ndarray, float]:
+    """raw → uint8 gain image and offset of one plate × channel (cached per worker)."""
+    from cellstore.imaging.crops import gain_offset
+
+    gain, offset = gain_offset(full_resolution(buffer, small_shape, dtype, shape), low, high)
+    gain.setflags(write=False)
+    return gain, offset
+
+
+def normalized_stack(
+    images: dict[str, np.ndarray], plate: PlateIllumination, settings: CropSettings
+) -> np.ndarray:
+    """(C, H, W) uint8: illumination-corrected, then [low, high] → [0, 255] per channel."""
+    from cellstore.imaging.crops import gain_offset, intensity_limits, to_uint8
+
+    shape = next(iter(images.values())).shape
+    stack = np.empty((len(CHANNELS), *shape), np.uint8)
+    for index, channel in enumerate(CHANNELS):
+        raw = images[channel]
+        if settings.normalization == "plate":
+            if channel not in plate.limits:
+                raise ValueError(f"illumination: plate {plate.plate} has no {channel} limits")
+            buffer, small_shape, dtype = plate.functions[channel]
+            low, high = plate.limits[channel]
+            gain, offset = _plate_gain(buffer, tuple(small_shape), dtype, shape, low, high)
+        else:
+            function = plate.function(channel, shape)
+            low, high = intensity_limits(raw / function, *settings.percentiles)
+            gain, offset = gain_offset(function, low, high)
+        stack[index] = to_uint8(raw, gain, offset)
+    return stack
+
+
+def crops_task(
+    batch: Any, plate: PlateIllumination, settings: CropSettings, out_path: str
+) -> TaskResult:
+    """Cut one normalised 3-channel crop per nucleus row of the batch into `out_path`."""
+    import pyarrow as pa
+
+    from cellstore.imaging.crops import binary_column, crop_boxes
+
+    started = time.perf_counter()
+    tables, rejected, n_fields = [], [], 0
+    for item in iter_fields(batch):
+        n_fields += 1
+        try:
+            images = read_checked(item, NO_QUALITY_LIMITS)
+        except FieldRejected as error:
+            rejected.append(rejected_row(item, error))
+            continue
+        stack = normalized_stack(images, plate, settings)
+        rows = item.rows
+        box = settings.box_px(item.shape[1])
+        crops, is_border = crop_boxes(
+            stack,
+            rows["x"].to_numpy(),
+            rows["y"].to_numpy(),
+            box,
+            settings.border,
+        )
+        n = len(crops)
+        tables.append(
+            pa.table(
+                {
+                    "image_id": rows["image_id"],
+                    "cell_id": rows["cell_id"],
+                    "object_number": rows["object_number"],
+                    "plate": rows["plate"],
+                    "well": rows["well"],
+                    "x": rows["x"],
+                    "y": rows["y"],
+                    "is_border": is_border,
+                    "crop": binary_column(crops),
+                    "shape": _constant_shape(n, crops.shape[1:]),
+                    "dtype": pa.array(["uint8"] * n, pa.string()),
+                }
+            )
+        )
+    part = write_part(tables, crops_schema(), out_path)
+    n_rows = sum(t.num_rows for t in tables)
+    return TaskResult(part, n_fields, n_rows, rejected, time.perf_counter() - started)
+
+
+def _constant_shape(n: int, shape: tuple[int, ...]) -> Any:
+    import pyarrow as pa
+
+    values = pa.array(np.tile(np.asarray(shape, np.int32), n))
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * len(shape))
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+# ---- cell features ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    nucleus_diameter: float = 20.0
+    cell_max_distance: float = 1.5  # in nucleus diameters, from the nucleus edge
+    texture_distance: int = 3
+    texture_levels: int = 16
+    geometry: Geometry = Geometry()
+
+
+def features_schema() -> Any:
+    import pyarrow as pa
+
+    from cellstore.imaging.features import feature_names
+
+    keys = [(name, pa.string()) for name in ("image_id", "cell_id", "plate", "well")]
+    names = feature_names(tuple(FEATURE_CHANNELS.values()))
+    return pa.schema(keys + [(name, pa.float32()) for name in names])
+
+
+def _unit_scale(image: np.ndarray) -> float:
+    """CellProfiler measures integer images scaled to [0, 1] by their type's maximum."""
+    return float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
+
+
+def features_task(
+    batch: Any, plate: PlateIllumination, settings: FeatureSettings, out_path: str
+) -> TaskResult:
+    """Segment nuclei (from the recorded centres) and cells, and measure every cell."""
+    import pyarrow as pa
+
+    from cellstore.imaging.features import TextureParams, measure_cells
+    from cellstore.imaging.illumination import correct
+    from cellstore.imaging.segmentation import (
+        NucleusParams,
+        nuclei_from_centres,
+        propagate_cells,
+    )
+
+    started = time.perf_counter()
+    tables, rejected, n_fields = [], [], 0
+    for item in iter_fields(batch):
+        n_fields += 1
+        try:
+            raw = read_checked(item, NO_QUALITY_LIMITS)
+        except FieldRejected as error:
+            rejected.append(rejected_row(item, error))
+            continue
+        scale = settings.geometry.scale(item.shape[1])
+        diameter = settings.nucleus_diameter * scale
+        images, limits = {}, {}
+        for channel, name in FEATURE_CHANNELS.items():
+            unit = _unit_scale(raw[channel])
+            images[name] = correct(raw[channel], plate.function(channel, item.shape)) / unit
+            low, high = plate.limits.get(channel, (0.0, unit))
+            limits[name] = (low / unit, high / unit)
+        rows = item.rows
+        nuclei = nuclei_from_centres(
+            images["DAPI"],
+            rows["x"].to_numpy(),
+            rows["y"].to_numpy(),
+            NucleusParams(diameter=diameter),
+        )
+        cells = propagate_cells(
+            nuclei, images["Tubulin"] + images["Actin"], settings.cell_max_distance * diameter
+        )
+        texture = TextureParams(
+            limits, max(1, int(round(settings.texture_distance * scale))), settings.texture_levels
+        )
+        values = measure_cells(images, nuclei, cells, rows.num_rows, texture)
+        columns = {name: rows[name] for name in ("image_id", "cell_id", "plate", "well")}
+        tables.append(pa.table({**columns, **values}))
+    part = write_part(tables, features_schema(), out_path)
+    n_rows = sum(t.num_rows for t in tables)
+    return TaskResult(part, n_fields, n_rows, rejected, time.perf_counter() - started)

@@ -1,0 +1,114 @@
+"""Running image tasks on dask.distributed: a LocalCluster by default, or an existing scheduler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+INLINE = "inline"
+
+# Keep each worker to one core: the image code is numpy/scipy, parallel across fields.
+_SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+def default_workers() -> int:
+    """Cores this process may use (respects CPU affinity / container limits)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class TaskPool:
+    """Runs batches of tasks on a dask Client, or in this process when `client` is None."""
+
+    def __init__(self, client: Any = None) -> None:
+        self.client = client
+
+    @property
+    def n_workers(self) -> int:
+        if self.client is None:
+            return 1
+        return sum(self.client.nthreads().values()) or 1
+
+    def run(
+        self,
+        func: Callable[..., Any],
+        tasks: Iterable[tuple[Any, ...]],
+        on_done: Callable[[Any], None],
+        max_in_flight: int = 0,
+    ) -> None:
+        """Call `func(*args)` for each args of `tasks` and `on_done(result)` as each finishes.
+
+        `tasks` is consumed lazily and at most `max_in_flight` tasks (default: 2 per worker
+        thread) are submitted at once, so the driver's memory stays bounded however many
+        tasks there are. Results arrive in completion order. A task's exception is re-raised.
+        """
+        if self.client is None:
+            for args in tasks:
+                on_done(func(*args))
+            return
+        from dask.distributed import as_completed
+
+        window = max_in_flight or 2 * self.n_workers
+        pending = iter(tasks)
+        first = []
+        for args in pending:
+            first.append(self.client.submit(func, *args, pure=False))
+            if len(first) >= window:
+                break
+        if not first:
+            return
+        queue = as_completed(first, loop=self.client.loop)
+        del first
+        for future in queue:
+            result = future.result()
+            future.release()
+            on_done(result)
+            next_args = next(pending, None)
+            if next_args is not None:
+                queue.add(self.client.submit(func, *next_args, pure=False))
+
+
+@contextmanager
+def task_pool(scheduler: str = "", workers: int = 0) -> Iterator[TaskPool]:
+    """A TaskPool for the duration of the block.
+
+    scheduler: "" starts a dask LocalCluster of `workers` single-threaded worker processes
+        (0 = one per core) and closes it afterwards; an address (e.g. "tcp://host:8786")
+        connects to a running scheduler, whose workers must be able to import cellstore and
+        write where the stage asks them to (a shared folder); "inline" runs every task in
+        this process, in order (tests, debugging).
+    Worker processes are spawned: scripts that build must guard their entry point with
+    `if __name__ == "__main__":`.
+    """
+    if scheduler == INLINE:
+        yield TaskPool(None)
+        return
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler, set_as_default=False) as client:
+            yield TaskPool(client)
+        return
+    cluster = LocalCluster(
+        n_workers=workers or default_workers(),
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        env=_SINGLE_THREAD_ENV,
+    )
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            yield TaskPool(client)
+    finally:
+        cluster.close()
