@@ -103,7 +103,7 @@ def task_pool(scheduler: str = "", workers: int = 0) -> Iterator[TaskPool]:
         n_workers=workers or default_workers(),
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",  # any free port: never collide with another cluster
         silence_logs=logging.ERROR,
         env=_SINGLE_THREAD_ENV,
     )

@@ -23,33 +23,43 @@ def field_batches(
     (plate).
 
     A field's rows may span input record batches; at most one batch of rows is held back.
-    Unsorted input is an error (a field seen again after another one started).
+    Input not sorted by (`group`, `key`) is an error (a field's rows must be contiguous).
     """
     import pyarrow as pa
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     held: pa.Table | None = None
-    seen_last: object = None  # last key of the previous emitted batch (sortedness guard)
+    seen_last: tuple | None = None  # (group, key) of the last field emitted
     for record_batch in record_batches:
         table = pa.Table.from_batches([record_batch])
         held = table if held is None else pa.concat_tables([held, table])
         batches, held = _split(held, batch_size, key, group, final=False)
         for batch in batches:
-            seen_last = _check_order(batch, key, seen_last)
+            seen_last = _check_order(batch, key, group, seen_last)
             yield batch
     if held is not None and held.num_rows:
         batches, _ = _split(held, batch_size, key, group, final=True)
         for batch in batches:
-            seen_last = _check_order(batch, key, seen_last)
+            seen_last = _check_order(batch, key, group, seen_last)
             yield batch
 
 
-def _check_order(batch: Any, key: str, seen_last: object) -> object:
-    first = batch[key][0].as_py()
-    if seen_last is not None and first == seen_last:
-        raise ValueError(f"field_batches: rows of {key}={first!r} are not contiguous; sort them")
-    return batch[key][-1].as_py()
+def _check_order(batch: Any, key: str, group: str, seen_last: tuple | None) -> tuple:
+    """Fields must arrive in strictly increasing (group, key) order; return the last one."""
+    keys = batch[key].to_numpy(zero_copy_only=False)
+    groups = batch[group].to_numpy(zero_copy_only=False)
+    starts = _run_starts(keys)
+    fields = list(zip(groups[starts].tolist(), keys[starts].tolist(), strict=True))
+    previous = seen_last
+    for current in fields:
+        if previous is not None and not previous < current:
+            raise ValueError(
+                f"field_batches: rows are not sorted by ({group}, {key}): {current!r} came "
+                f"after {previous!r}; a field's rows must be contiguous"
+            )
+        previous = current
+    return previous
 
 
 def _split(table: Any, batch_size: int, key: str, group: str, final: bool) -> tuple[list[Any], Any]:

@@ -116,6 +116,17 @@ def _as_arrow(source: Any, columns: list[str]) -> Any:
     return table.select(columns)
 
 
+def _distinct_shapes(shapes: Any) -> list[tuple[int, ...]]:
+    """Distinct values of a list<int> column, without a Python object per row."""
+    if shapes.null_count:
+        raise ValueError(f"read_crops: {shapes.null_count} row(s) have no shape")
+    lengths = np.unique(shapes.value_lengths().to_numpy())
+    if len(lengths) != 1:
+        return [tuple(s) for s in {tuple(s) for s in shapes.to_pylist()}]
+    values = shapes.flatten().to_numpy().reshape(len(shapes), int(lengths[0]))
+    return [tuple(int(v) for v in row) for row in np.unique(values, axis=0)]
+
+
 def read_crops(
     source: Any,
     *,
@@ -139,7 +150,7 @@ def read_crops(
     if n == 0:
         raise ValueError("read_crops: no rows selected")
     dtypes = pc.unique(table["dtype"]).to_pylist()
-    shapes = [tuple(s) for s in pc.unique(table["shape"].cast(pa.list_(pa.int64()))).to_pylist()]
+    shapes = _distinct_shapes(table["shape"].combine_chunks())
     if len(dtypes) != 1 or len(shapes) != 1:
         raise ValueError(
             f"read_crops: rows mix shapes {shapes} / dtypes {dtypes}; select one kind of crop"

@@ -14,8 +14,10 @@ HARALICK = (
     "Entropy",
 )
 
-# Offsets (dy, dx) of the 4 directions CellProfiler averages over: 0°, 45°, 90°, 135°.
-_DIRECTIONS = ((0, 1), (-1, 1), (-1, 0), (-1, -1))
+# Offsets (dy, dx) of the 4 directions averaged over, in scikit-image's order and sign
+# convention (graycomatrix angles 0, π/4, π/2, 3π/4); matrices are symmetric, so (dy, dx)
+# and (-dy, -dx) count the same pairs.
+_DIRECTIONS = ((0, 1), (1, 1), (1, 0), (1, -1))
 
 
 def quantize(image: np.ndarray, low: float, high: float, levels: int) -> np.ndarray:

@@ -1,0 +1,55 @@
+"""TaskPool: in-process and on a dask LocalCluster, with a bounded number of tasks in flight."""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import pytest
+
+from cellstore.parallel import default_workers, task_pool
+
+
+def _counted(n: int, pulled: list[int]):
+    for i in range(n):
+        pulled[0] += 1
+        yield (i, 10)
+
+
+def test_inline_pool_runs_tasks_in_order_one_at_a_time():
+    pulled, results, in_flight = [0], [], []
+
+    def on_done(value):
+        results.append(value)
+        in_flight.append(pulled[0] - len(results))
+
+    with task_pool("inline") as pool:
+        pool.run(operator.add, _counted(5, pulled), on_done)
+    assert results == [10, 11, 12, 13, 14]
+    assert max(in_flight) == 0
+
+
+def test_local_cluster_runs_every_task_with_a_bounded_window():
+    pulled, results, in_flight = [0], [], []
+
+    def on_done(value):
+        results.append(value)
+        in_flight.append(pulled[0] - len(results))
+
+    with task_pool("", workers=2) as pool:
+        assert pool.n_workers == 2
+        pool.run(operator.add, _counted(40, pulled), on_done, max_in_flight=3)
+        # Worker-side errors come back to the driver as the original exception.
+        with pytest.raises(ValueError, match="math domain error"):
+            pool.run(math.sqrt, iter([(4.0,), (-1.0,)]), lambda value: None)
+    assert sorted(results) == list(range(10, 50))
+    assert max(in_flight) <= 3  # never more than the window submitted ahead of results
+
+
+def test_empty_task_list_does_nothing():
+    with task_pool("inline") as pool:
+        pool.run(operator.add, iter(()), lambda value: pytest.fail("no task expected"))
+
+
+def test_default_workers_counts_usable_cores():
+    assert default_workers() >= 1
