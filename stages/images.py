@@ -23,6 +23,6 @@ def images(*, source: str = "", dtype: str = "uint16", ctx: StageContext) -> dic
     wrong shape or dtype) go to `images_rejected` with a reason: input = images + rejected.
     """
     project_dir = getattr(ctx.config, "project_dir", None)
-    folder = resolve_source(source, ctx.cache_dir, project_dir)
+    folder = resolve_source(source, ctx.cache_dir, project_dir, ctx.progress)
     accepted, rejected = load_images(folder, dtype=dtype)
     return {"images": accepted, "images_rejected": rejected}

@@ -22,4 +22,4 @@ def moa(*, source: str = "", ctx: StageContext) -> pa.Table:
     source: the same folder as the images stage; empty means the embedded demo.
     """
     project_dir = getattr(ctx.config, "project_dir", None)
-    return load_moa(resolve_source(source, ctx.cache_dir, project_dir))
+    return load_moa(resolve_source(source, ctx.cache_dir, project_dir, ctx.progress))

@@ -232,3 +232,23 @@ def test_real_metadata_every_row_accounted_for_without_images(tmp_path: Path):
     assert rejected.num_rows == 13_200
     assert set(rejected.column("reason").to_pylist()) == {"missing_file"}
     assert rejected.column("image_id").null_count == 0
+
+
+def test_empty_source_builds_the_demo_once_with_progress(tmp_path: Path, monkeypatch):
+    from cellstore.synth import demo as demo_module
+    from cellstore.synth.generate import SynthParams
+
+    monkeypatch.setattr(
+        demo_module, "DEMO", SynthParams(plates=(PLATE,), sites=1, scale=0.05, wells="annotated")
+    )
+    steps: list[tuple[float, float | None]] = []
+    ctx = context(tmp_path)
+    ctx.progress = lambda advance=1, total=None: steps.append((advance, total))
+    tables = load_stage("images")(source="", ctx=ctx)
+    assert tables["images"].num_rows == 12
+    assert all(p.startswith(str(tmp_path / "cache" / "demo_source")) for p in
+               tables["images"].column("path_dapi").to_pylist())
+    assert sum(advance for advance, _ in steps) == 12 and steps[-1][1] == 12
+    steps.clear()
+    assert load_stage("moa")(source="", ctx=ctx).num_rows == 104
+    assert steps == []  # the cached demo is reused, nothing generated

@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from cellstore.sources.bbbc021 import IMAGE_CSV, MOA_CSV
 from cellstore.sources.csvfile import MetadataError
 
 
-def resolve_source(source: str, cache_dir: Path, base: Path | None = None) -> Path:
+def resolve_source(
+    source: str,
+    cache_dir: Path,
+    base: Path | None = None,
+    progress: Callable[..., None] | None = None,
+) -> Path:
     """The source folder: `source` itself, or the embedded demo when `source` is empty.
 
     A relative `source` is taken from `base` (the project folder), else the working folder.
-    The demo is generated once into `cache_dir/demo_source` (see `cellstore.synth.demo`).
+    The demo is generated once into `cache_dir/demo_source` (see `cellstore.synth.demo`);
+    `progress(advance, total)` (a stage context's) is told about each plate rendered.
     """
     if not source.strip():
         from cellstore.synth import demo_source
 
-        return demo_source(cache_dir)
+        reported = [0]
+
+        def fields_done(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done - reported[0], total)
+                reported[0] = done
+
+        return demo_source(cache_dir, progress=fields_done)
     folder = Path(source).expanduser()
     if base is not None and not folder.is_absolute():
         folder = base / folder

@@ -192,45 +192,39 @@ def _place(
     )
     in_colony = rng.random(n) < clustering
     home = rng.integers(0, n_colonies, n)
-    placed_x = np.empty(n)
-    placed_y = np.empty(n)
+    # Candidates per cell, drawn at once: colony members try near their colony first, then
+    # anywhere (a full colony spills over); the others try anywhere.
+    size = np.array([FULL_WIDTH, FULL_HEIGHT], dtype=float)
+    uniform = rng.uniform(0.0, 1.0, (n, PLACEMENT_TRIES, 2)) * size
+    near = colonies[home][:, None, :] + rng.normal(0.0, COLONY_SPREAD, (n, PLACEMENT_TRIES, 2))
+    near = np.where(in_colony[:, None, None], near, uniform)
+    candidates_of = np.concatenate([near, uniform], axis=1)  # (n, 2·tries, 2)
+    placed = np.empty((n, 2))
+    placed_nucleus = np.empty(n)
+    placed_cell = np.empty(n)
     kept: list[int] = []
     for i in range(n):
-        # Colony members try near their colony first, then anywhere (a full colony spills).
-        uniform = np.column_stack(
-            [
-                rng.uniform(0, FULL_WIDTH, PLACEMENT_TRIES),
-                rng.uniform(0, FULL_HEIGHT, PLACEMENT_TRIES),
-            ]
+        candidates = candidates_of[i]
+        candidates = candidates[np.all((candidates >= 0) & (candidates < size), axis=1)]
+        k = len(kept)
+        needed = np.maximum(
+            0.95 * (nucleus_extent[i] + placed_nucleus[:k]),
+            0.5 * (cell_extent[i] + placed_cell[:k]),
         )
-        if in_colony[i]:
-            near = colonies[home[i]] + rng.normal(0.0, COLONY_SPREAD, (PLACEMENT_TRIES, 2))
-            candidates = np.concatenate([near, uniform])
-        else:
-            candidates = uniform
-        inside = (
-            (candidates[:, 0] >= 0)
-            & (candidates[:, 0] < FULL_WIDTH)
-            & (candidates[:, 1] >= 0)
-            & (candidates[:, 1] < FULL_HEIGHT)
-        )
-        candidates = candidates[inside]
-        if kept:
-            others = np.asarray(kept)
-            k = len(kept)
-            dx = candidates[:, None, 0] - placed_x[None, :k]
-            dy = candidates[:, None, 1] - placed_y[None, :k]
-            distance = np.hypot(dx, dy)
-            needed = np.maximum(
-                0.95 * (nucleus_extent[i] + nucleus_extent[others]),
-                0.5 * (cell_extent[i] + cell_extent[others]),
+        # Usually the first few candidates fit: test them in small chunks.
+        for chunk in range(0, len(candidates), 6):
+            tries = candidates[chunk : chunk + 6]
+            distance = np.hypot(
+                tries[:, None, 0] - placed[None, :k, 0], tries[:, None, 1] - placed[None, :k, 1]
             )
-            candidates = candidates[np.all(distance >= needed[None, :], axis=1)]
-        if len(candidates):
-            placed_x[len(kept)], placed_y[len(kept)] = candidates[0]
-            kept.append(i)
+            fits = np.flatnonzero(np.all(distance >= needed[None, :], axis=1))
+            if len(fits):
+                placed[k] = tries[fits[0]]
+                placed_nucleus[k], placed_cell[k] = nucleus_extent[i], cell_extent[i]
+                kept.append(i)
+                break
     k = len(kept)
-    return np.asarray(kept, dtype=np.int64), placed_x[:k].copy(), placed_y[:k].copy()
+    return np.asarray(kept, dtype=np.int64), placed[:k, 0].copy(), placed[:k, 1].copy()
 
 
 def _nuclei(

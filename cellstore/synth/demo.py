@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from cellstore.synth.generate import SUMMARY_FILE, SynthParams, generate
@@ -25,13 +27,21 @@ def demo_fingerprint() -> str:
     return DEMO.fingerprint()
 
 
-def demo_source(cache_dir: Path | str, workers: int = 1) -> Path:
+def demo_source(
+    cache_dir: Path | str,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """The demo source folder inside `cache_dir`, generating it first if needed.
 
     Reused when its summary's fingerprint matches the current demo. Generation goes into a
     temporary sibling folder that is renamed into place when complete, under a file lock,
     so concurrent callers wait for one another and a crash never leaves half a source.
+    workers: rendering processes (default: 2, or 1 on a single core).
     """
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / DEMO_FOLDER
@@ -50,6 +60,7 @@ def demo_source(cache_dir: Path | str, workers: int = 1) -> Path:
                 wells=DEMO.wells,
                 density=DEMO.density,
                 workers=workers,
+                progress=progress,
             )
             if target.exists():
                 stale = Path(tempfile.mkdtemp(prefix=f"{DEMO_FOLDER}.old.", dir=cache))
