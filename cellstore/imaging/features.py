@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cellstore.imaging.shape import shape_features
 from cellstore.imaging.texture import HARALICK, cooccurrence, haralick, quantize
 
-# CellProfiler's MeasureObjectSizeShape names (a subset computable per object by skimage).
+# CellProfiler's MeasureObjectSizeShape names (skimage regionprops definitions).
 SHAPE = (
     "Area",
     "Perimeter",
@@ -56,41 +57,6 @@ def feature_names(channels: tuple[str, ...]) -> list[str]:
     ]
     names.append("Cells_Neighbors_NumberOfNeighbors_Adjacent")
     return names
-
-
-def _shape(labels: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    from skimage.measure import regionprops_table
-
-    props = regionprops_table(
-        labels,
-        properties=(
-            "label",
-            "area",
-            "perimeter",
-            "eccentricity",
-            "solidity",
-            "extent",
-            "axis_major_length",
-            "axis_minor_length",
-        ),
-    )
-    index = props["label"] - 1
-    out = {name: np.zeros(n) for name in SHAPE}
-    for name, key in (
-        ("Area", "area"),
-        ("Perimeter", "perimeter"),
-        ("Eccentricity", "eccentricity"),
-        ("Solidity", "solidity"),
-        ("Extent", "extent"),
-        ("MajorAxisLength", "axis_major_length"),
-        ("MinorAxisLength", "axis_minor_length"),
-    ):
-        out[name][index] = props[key]
-    perimeter = out["Perimeter"]
-    out["FormFactor"] = np.divide(
-        4 * np.pi * out["Area"], perimeter**2, out=np.zeros(n), where=perimeter > 0
-    )
-    return out
 
 
 class _Moments:
@@ -195,7 +161,7 @@ def measure_cells(
     label_images = {"Nuclei": nuclei_labels, "Cells": cell_labels}
     out: dict[str, np.ndarray] = {}
     for compartment in ("Nuclei", "Cells"):
-        for name, value in _shape(label_images[compartment], n).items():
+        for name, value in shape_features(label_images[compartment], n).items():
             out[f"{compartment}_AreaShape_{name}"] = value
     out["Cytoplasm_AreaShape_Area"] = moments["Cytoplasm"].area
     for compartment in COMPARTMENTS:
