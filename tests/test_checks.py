@@ -533,3 +533,34 @@ def test_a_check_that_aborts_the_transaction_reports_what_did_not_run(lake, tmp_
     assert "could not run: Conversion Error" in results["sql(bad_cast)"].message
     assert "row_count(min=1)" in results["checks.not_run"].message
     lake.execute("rollback")
+
+
+def test_vector_screens_clear_overflow_and_underflow_and_skip_null_lists(tmp_path):
+    (tmp_path / "vectors.yml").write_text(
+        textwrap.dedent(
+            """\
+            table: vectors
+            grain: id
+            columns:
+              - {name: id, type: INTEGER, role: key}
+              - {name: f, type: "FLOAT[]", role: feature, checks: [vector]}
+              - {name: d, type: "DOUBLE[]", role: feature, checks: [vector]}
+            """
+        )
+    )
+    con = duckdb.connect()
+    con.execute(
+        "create table vectors as select * from (values "
+        "(1, [1e-30, 1e-30]::float[], [1e308, 1e308]::double[]), "  # v·v underflows; sum overflows
+        "(2, null, null), "
+        "(3, [1, 2]::float[], [1e-200, 0]::double[])) t(id, f, d)"
+    )
+    assert all(r.passed for r in run_table_checks(con, "vectors", tmp_path))
+    # NULL elements: finite fails, and zero vectors are still found (exact path on all rows).
+    con.execute("insert into vectors values (4, [0, 0]::float[], [null, 1]::double[])")
+    con.execute("insert into vectors values (5, [3, 4]::float[], [0, null]::double[])")
+    failed = failing(run_table_checks(con, "vectors", tmp_path))
+    assert set(failed) == {"nonzero_norm(f)", "finite(d)", "nonzero_norm(d)"}
+    assert json.loads(failed["nonzero_norm(f)"].sample) == [{"id": 4, "n_elements": 2}]
+    assert failed["finite(d)"].n_failing == 2
+    assert json.loads(failed["nonzero_norm(d)"].sample) == [{"id": 5, "n_elements": 2}]

@@ -30,6 +30,8 @@ class CheckTarget:
     checkable: set[str]  # declared columns present with the declared type
     group_columns: dict[str, list[str]] = field(default_factory=dict)  # pattern → columns
     sample_keys: tuple[str, ...] = ()
+    # list column → its screen (one scan shared by finite, nonzero_norm and vector_dim)
+    list_screens: dict[str, ListScreen] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -188,11 +190,14 @@ def _finite(con: duckdb.DuckDBPyConnection, target: CheckTarget, spec: CheckSpec
     column = spec.columns[0]
     col = quote_ident(column)
     if is_list_type(target.columns[column]):
-        # Elements that are NULL count as non-finite; a NULL list is not_null's business.
+        if list_screen(con, target, column).n_maybe_nonfinite == 0:
+            return passed_result(target.table, spec.name, spec.severity)
         bad_element = "x -> coalesce(not isfinite(x::double), true)"
         sql = (
+            f"with candidates as materialized (select * from {target.source} "
+            f"where {NONFINITE_SCREEN.format(col=col)}) "
             f"select {target.key_sql()}len({col}) as n_elements, "
-            f"len(list_filter({col}, {bad_element})) as n_nonfinite from {target.source} "
+            f"len(list_filter({col}, {bad_element})) as n_nonfinite from candidates "
             f"where list_bool_or(list_transform({col}, {bad_element}))"
         )
         what = f"{{n}} row(s) have NaN, inf or NULL elements in {column}"
@@ -221,18 +226,61 @@ def _nonzero_norm(
         return _failing_rows_result(con, target, spec, sql, what)
     column = spec.columns[0]
     col = quote_ident(column)
+    if list_screen(con, target, column).n_maybe_zero == 0:
+        return passed_result(target.table, spec.name, spec.severity)
+    exact = f"len({col}) = 0 or list_bool_and(list_transform({col}, x -> coalesce(x = 0, true)))"
     sql = (
-        f"select {target.key_sql()}len({col}) as n_elements from {target.source} "
-        f"where {col} is not null and "
-        f"(len({col}) = 0 or list_bool_and(list_transform({col}, x -> coalesce(x = 0, true))))"
+        f"with candidates as materialized (select * from {target.source} "
+        f"where {ZERO_SCREEN.format(col=col)}) "
+        f"select {target.key_sql()}len({col}) as n_elements from candidates where {exact}"
     )
     return _failing_rows_result(con, target, spec, sql, f"{{n}} row(s) have a zero-norm {column}")
+
+
+# Exact per-element tests (lambdas) cost ~4-9 ns per element and a scan of the column each;
+# list_sum is cheaper, and one scan can screen for all vector checks of a column. A screen flags
+# a superset of the offenders; only flagged rows get the exact lambda test.
+# - a NaN/inf element makes the double sum non-finite (NULL elements are skipped by list_sum,
+#   so list_position finds those);
+# - a zero (or empty, or all-NULL) vector sums to 0; non-zero vectors summing to 0 are cleared
+#   by the exact test.
+NONFINITE_SCREEN = (
+    "({col} is not null and (not isfinite(list_sum({col})::double) "
+    "or list_position({col}, null) is not null))"
+)
+ZERO_SCREEN = "({col} is not null and coalesce(list_sum({col})::double, 0) = 0)"
+
+
+@dataclass(frozen=True)
+class ListScreen:
+    """Counts from one scan of a list column: candidate offenders, and the length range."""
+
+    n_maybe_nonfinite: int
+    n_maybe_zero: int
+    min_length: int | None
+    max_length: int | None
+
+
+def list_screen(con: duckdb.DuckDBPyConnection, target: CheckTarget, column: str) -> ListScreen:
+    """Screen a list column once per check run (cached on `target`)."""
+    if column not in target.list_screens:
+        col = quote_ident(column)
+        row = con.execute(
+            f"select count(*) filter (where {NONFINITE_SCREEN.format(col=col)}), "
+            f"count(*) filter (where {ZERO_SCREEN.format(col=col)}), min(len({col})), "
+            f"max(len({col})) from {target.source}"
+        ).fetchone()
+        target.list_screens[column] = ListScreen(*row)
+    return target.list_screens[column]
 
 
 def _vector_dim(
     con: duckdb.DuckDBPyConnection, target: CheckTarget, spec: CheckSpec
 ) -> CheckResult:
     column, dim = spec.columns[0], spec.options["dim"]
+    screen = list_screen(con, target, column)
+    if screen.min_length in (None, dim) and screen.max_length in (None, dim):
+        return passed_result(target.table, spec.name, spec.severity)
     col = quote_ident(column)
     sql = (
         f"select {target.key_sql()}len({col}) as n_elements from {target.source} "
