@@ -112,8 +112,12 @@ def warm_memory(gigabytes: float) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """(seconds inside the worker, wall seconds of the process, peak RSS in GiB)."""
+def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, float]:
+    """(seconds inside the worker, wall seconds of the process, peak RSS in GiB, CPU seconds).
+
+    CPU = user + system time of the whole process (all threads); on a shared machine it
+    varies less than wall time.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -122,7 +126,8 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, floa
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(command)} failed:\n{stderr.decode()}")
     seconds = json.loads(stdout.decode().strip().splitlines()[-1])["seconds"]
-    return seconds, wall, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, wall, usage.ru_maxrss / 2**20, cpu  # ru_maxrss is in KiB on Linux
 
 
 def compare(first: Path, second: Path) -> float:
@@ -167,7 +172,7 @@ def main() -> None:
         "pycytominer": str(ensure_pycytominer(args.pycytominer_venv)),
     }
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     for repeat in range(args.repeats):
         order = SIDES if repeat % 2 == 0 else SIDES[::-1]
         for operation in OPERATIONS:
@@ -192,7 +197,8 @@ def main() -> None:
                 results.setdefault((side, operation), []).append(run)
                 print(
                     f"repeat {repeat + 1} {operation:6s} {side:11s} "
-                    f"{run[0]:7.1f} s (process {run[1]:.1f} s), peak RSS {run[2]:.2f} GiB",
+                    f"{run[0]:7.1f} s (process {run[1]:.1f} s, CPU {run[3]:.1f} s), "
+                    f"peak RSS {run[2]:.2f} GiB",
                     flush=True,
                 )
     print(
@@ -201,10 +207,10 @@ def main() -> None:
     )
     print(
         "| operation | cellstore s | pycytominer s | speed-up (pycytominer s / cellstore s) | "
-        "cellstore GiB | pycytominer GiB | memory ratio (cellstore / pycytominer) | "
-        "max abs diff |"
+        "CPU s cellstore / pycytominer | cellstore GiB | pycytominer GiB | "
+        "memory ratio (cellstore / pycytominer) | max abs diff |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for operation in OPERATIONS:
         ours = results[("cellstore", operation)]
         theirs = results[("pycytominer", operation)]
@@ -212,12 +218,15 @@ def main() -> None:
         t_theirs = statistics.median(r[0] for r in theirs)
         m_ours = statistics.median(r[2] for r in ours)
         m_theirs = statistics.median(r[2] for r in theirs)
+        c_ours = statistics.median(r[3] for r in ours)
+        c_theirs = statistics.median(r[3] for r in theirs)
         diff = compare(
             args.data / f"result_cellstore_{operation}.parquet",
             args.data / f"result_pycytominer_{operation}.parquet",
         )
         print(
             f"| {operation} | {t_ours:.1f} | {t_theirs:.1f} | {t_theirs / t_ours:.1f} | "
+            f"{c_ours:.1f} / {c_theirs:.1f} | "
             f"{m_ours:.2f} | {m_theirs:.2f} | {m_ours / m_theirs:.2f} | {diff:.1e} |"
         )
 
