@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCH_PLATES = ["Week1_22123", "Week2_24121", "Week3_25421"]
+BENCH_PLATES = ["Week3_25421", "Week3_25441"]  # 32 annotated wells × 4 sites each
 
 
 def ensure_source(cache: Path, n_fields: int) -> Path:

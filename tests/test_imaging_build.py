@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from imaging_support import IMAGE_STAGES, REPO
@@ -17,7 +18,7 @@ from cellstore.synth import generate
 from cellstore.synth.demo import DEMO
 from cellstore.warehouse import Warehouse
 
-FIRST, SECOND = "Week1_22123", "Week2_24121"
+FIRST, SECOND = "Week5_29301", "Week6_32161"  # 12 annotated wells each: the smallest plates
 
 
 def _demo_like(folder, plates):
@@ -112,3 +113,48 @@ def test_detection_matches_the_generator_ground_truth(project):
     assert score.n_truth == len(truth)
     assert score.recall >= 0.95, score
     assert score.precision >= 0.95, score
+
+
+@pytest.mark.slow
+def test_detection_on_the_whole_demo_source(tmp_path):
+    """The embedded demo (all annotated wells of the 55 plates): recall, precision ≥ 0.95."""
+    import duckdb
+
+    from cellstore.imaging.driver import (
+        FIELD_COLUMNS,
+        IlluminationSettings,
+        build_illumination,
+        run_field_tasks,
+    )
+    from cellstore.imaging.tasks import NucleiSettings, nuclei_schema, nuclei_task
+    from cellstore.parallel import task_pool
+    from cellstore.sources.images import load_images
+    from cellstore.synth.demo import demo_source
+
+    source = demo_source(tmp_path / "cache", workers=2)
+    images, _ = load_images(source)
+    con = duckdb.connect()
+    con.register("images_arrow", images)
+    con.execute("create table images as select * from images_arrow")
+    with task_pool("", workers=2) as pool:
+        illumination = build_illumination(con.table("images"), IlluminationSettings(), pool=pool)
+        con.register("illumination", illumination)
+        run = run_field_tasks(
+            con.table("images").select(", ".join(FIELD_COLUMNS)),
+            con.table("illumination"),
+            nuclei_task,
+            NucleiSettings(),
+            pool=pool,
+            parts_dir=tmp_path / "parts",
+            prefix="nuclei",
+            schema=nuclei_schema(),
+        )
+    found = pd.concat([pq.read_table(part).to_pandas() for part in run.parts])
+    detected = {key: rows[["x", "y"]].to_numpy() for key, rows in found.groupby("image_id")}
+    truth = pq.read_table(source / "ground_truth" / "nuclei.parquet").to_pandas()
+    score = DetectionScore(0, 0, 0)
+    for image_id, rows in truth.groupby("image_id"):
+        points = detected.get(image_id, np.zeros((0, 2)))
+        score = score + match_centres(points, rows[["x", "y"]].to_numpy(), radius=5)
+    print(f"demo source: {score} recall {score.recall:.4f} precision {score.precision:.4f}")
+    assert score.recall >= 0.95 and score.precision >= 0.95
