@@ -31,7 +31,7 @@ def test_readme_example_is_a_valid_contract(tmp_path):
     assert names.count("unique(image_id, nucleus_id)") == 1
     assert "vector_dim(embedding, 128)" in names
     assert "finite(/^(Cells|Cytoplasm|Nuclei)_/)" in names
-    assert "relationship(compound, concentration -> moa.compound, concentration)" in names
+    assert "relationship(compound, concentration -> moa)" in names
     assert {c.engine for c in contract.checks if c.kind == "range"} == {"gx"}
     assert {c.engine for c in contract.checks if c.kind == "unique"} == {"sql"}
     assert contract.sample_keys == ("image_id", "nucleus_id")

@@ -435,7 +435,8 @@ def _table_check(raw: Any, declared: set[str], default_severity: str, where: str
         where_sql = options.get("where")
         if where_sql is not None and not isinstance(where_sql, str):
             raise SchemaError(f"{where}: 'where' must be an SQL condition (a string)")
-        name = f"relationship({', '.join(columns)} -> {to}.{', '.join(to_columns)})"
+        target = to if to_columns == columns else f"{to}({', '.join(to_columns)})"
+        name = f"relationship({', '.join(columns)} -> {target})"
         opts = {"to": to, "to_columns": to_columns, "where": where_sql}
         return CheckSpec(kind, name, severity, columns, None, opts, description)
     if kind == "row_accounting":
