@@ -588,3 +588,18 @@ def test_relationship_to_differently_named_parent_columns(tmp_path):
     assert relationship.check == "relationship(neighbor_image -> images(image_id))"
     assert relationship.n_failing == 1  # NULL is not_null's business, not an orphan
     assert json.loads(relationship.sample) == [{"neighbor_image": "img7"}]
+
+
+def test_a_failure_inside_great_expectations_is_a_failed_check(schemas, monkeypatch):
+    from cellstore.checks import gx_checks
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("metric provider exploded")
+
+    monkeypatch.setattr(gx_checks, "_validate", broken)
+    results = by_check(run_table_checks(connect_with(clean_crops()), "crops", schemas))
+    range_result = results["range(concentration, min=0, max=100)"]
+    assert range_result.blocking
+    assert "could not run: RuntimeError: metric provider exploded" in range_result.message
+    assert results["accepted_values(moa)"].severity == "warn"  # keeps its own severity
+    assert results["unique(image_id, nucleus_id)"].passed  # SQL checks unaffected

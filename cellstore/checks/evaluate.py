@@ -65,7 +65,7 @@ def _run_declared_checks(
         try:
             gx_results = run_gx_checks(con, target, gx_specs, chunk_rows or CHUNK_ROWS)
             by_name.update((r.check, r) for r in gx_results)
-        except duckdb.Error as exc:
+        except Exception as exc:  # noqa: BLE001 (a GX or DuckDB failure is a failed check)
             by_name.update((s.name, _could_not_run(contract.table, s, exc)) for s in gx_specs)
     return _ordered(runnable, by_name)
 
@@ -75,8 +75,11 @@ def _ordered(specs: list[CheckSpec], by_name: dict[str, CheckResult]) -> list[Ch
     return [by_name[s.name] for s in specs if s.name in by_name]
 
 
-def _could_not_run(table: str, spec: CheckSpec, exc: duckdb.Error) -> CheckResult:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _could_not_run(table: str, spec: CheckSpec, exc: Exception) -> CheckResult:
+    text = str(exc).strip()
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    if not isinstance(exc, duckdb.Error):
+        first_line = f"{type(exc).__name__}: {first_line}"
     return failed_result(table, spec.name, spec.severity, 0, f"could not run: {first_line}")
 
 
