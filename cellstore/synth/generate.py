@@ -103,10 +103,11 @@ def generate(
     Layout (as the real data): `BBBC021_v1_image.csv` (the selected rows of the real file,
     CRLF), `BBBC021_v1_moa.csv` (the real file, CR-only), `WeekN/WeekN_PLATE/<file>.tif`
     (uncompressed 16-bit, 1280×1024 × scale, the real file names). Beside it:
-    `ground_truth/nuclei.parquet` (one row per nucleus: image_id, x, y in pixels of the
-    written image, ...), `ground_truth/wells.parquet` (the phenotype model's parameters per
-    well) and `cellstore_synth.json` (this summary). Same parameters and seed → the same
-    pixels; a plate's images do not depend on which other plates are generated.
+    `ground_truth/nuclei.parquet` (one row per nucleus: image_id, x = column, y = row in
+    pixels of the written image, pixel centres at integers as in scikit-image; radius,
+    touches_border, is_mitotic, ...), `ground_truth/wells.parquet` (the phenotype model's
+    parameters per well) and `cellstore_synth.json` (this summary). Same parameters and
+    seed → the same pixels; a plate's images do not depend on which other plates are made.
 
     progress: called with (fields done, fields total) after each plate.
     """

@@ -198,15 +198,20 @@ def _territories(
     shape = nucleus_label.shape
     if cells.n_nuclei == 0:
         return np.full(shape, -1, dtype=np.int32), np.full(shape, 2.0, dtype=np.float32)
-    distance, (iy, ix) = ndi.distance_transform_edt(nucleus_label < 0, return_indices=True)
-    owner = cells.nucleus_cell[nucleus_label[iy, ix]].astype(np.int32)
+    # Nearest nucleus pixel of every pixel (the feature transform); distances follow from it.
+    iy, ix = ndi.distance_transform_edt(
+        nucleus_label < 0, return_distances=False, return_indices=True
+    )
+    squared = (iy - yy) ** 2 + (ix - xx) ** 2  # float32 (H, W)
     q = np.full(shape, 2.0, dtype=np.float32)
     cell_label = np.full(shape, -1, dtype=np.int32)
     # Only pixels within the largest possible reach can belong to a cell.
     harmonics = cells.outline[:, 0] + cells.outline[:, 2]
     farthest = float(np.max(cells.thickness * (1 + harmonics))) * scale + 1
-    near = np.flatnonzero(distance.ravel() <= farthest)
-    who = owner.ravel()[near]
+    near = np.flatnonzero(squared.ravel() <= farthest**2)
+    nearest = nucleus_label.ravel()[iy.ravel()[near] * shape[1] + ix.ravel()[near]]
+    who = cells.nucleus_cell[nearest].astype(np.int32)
+    distance = np.sqrt(squared.ravel()[near])
     dx = xx.ravel()[near] - (cells.x * scale).astype(np.float32)[who]
     dy = yy.ravel()[near] - (cells.y * scale).astype(np.float32)[who]
     r = np.maximum(np.hypot(dx, dy), 1e-6)
@@ -219,7 +224,7 @@ def _territories(
     t = terms.astype(np.float32)[:, who]
     shape_factor = 1 + t[0] * cos2 + t[1] * sin2 + t[2] * cos3 + t[3] * sin3
     reach = np.maximum(cells.thickness.astype(np.float32)[who] * scale * shape_factor, 0.5)
-    q_near = distance.ravel()[near].astype(np.float32) / reach
+    q_near = distance / reach
     q.ravel()[near] = q_near
     cell_label.ravel()[near] = np.where(q_near <= 1.0, who, -1)
     return cell_label, q
