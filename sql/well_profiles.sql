@@ -1,8 +1,11 @@
--- Well profiles of every feature source: the features of one well as one FLOAT[] vector
--- (mean over its cells; external sources arrive already aggregated per well).
+-- Well profiles of every feature source: the features of one well as one FLOAT[] vector.
 -- Grain: (feature_source, plate, well). Position i of `features` is named in feature_sets.
+-- Sources: external_profiles (already one row per well and feature) and handcrafted
+-- cell_features (mean over the well's cells of every Nuclei_ / Cells_ / Cytoplasm_ column).
 with
 external as (select * from external_profiles),
+cells as (select * from cell_features),
+fields as (select * from images),
 annotations as (select * from moa),
 external_wells as (
     select
@@ -12,8 +15,35 @@ external_wells as (
     from external
     group by feature_source, plate, well, batch, compound, concentration
 ),
+cell_means as (
+    select plate, well, count(*) as n_cells, avg(columns('^(Nuclei|Cells|Cytoplasm)_'))
+    from cells
+    group by plate, well
+),
+cell_vectors as (
+    select plate, well, n_cells, [*columns('^(Nuclei|Cells|Cytoplasm)_')]::float[] as features
+    from cell_means
+),
+well_treatments as (
+    select
+        plate, well,
+        any_value(batch) as batch,
+        any_value(compound) as compound,
+        any_value(concentration) as concentration
+    from fields
+    group by plate, well
+),
+handcrafted_wells as (
+    select
+        'handcrafted' as feature_source, v.plate, v.well, t.batch, t.compound,
+        t.concentration, v.n_cells, v.features
+    from cell_vectors as v
+    join well_treatments as t using (plate, well)
+),
 all_wells as (
     select * from external_wells
+    union all
+    select * from handcrafted_wells
 ),
 annotated as (
     select

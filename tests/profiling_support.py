@@ -108,3 +108,34 @@ def evaluated(con: duckdb.DuckDBPyConnection, wells: pa.Table) -> duckdb.DuckDBP
     for name in ("treatment_profiles", "moa_neighbors", "moa_accuracy"):
         run_sql_stage(con, name)
     return con
+
+
+def put_no_cells(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty `cell_features` and `images` tables (a warehouse with external sources only)."""
+    put(
+        con,
+        "cell_features",
+        pa.table(
+            {
+                "image_id": pa.array([], pa.string()),
+                "cell_id": pa.array([], pa.string()),
+                "plate": pa.array([], pa.string()),
+                "well": pa.array([], pa.string()),
+                "Nuclei_AreaShape_Area": pa.array([], pa.float32()),
+            }
+        ),
+    )
+    put(
+        con,
+        "images",
+        pa.table(
+            {
+                "image_id": pa.array([], pa.string()),
+                "plate": pa.array([], pa.string()),
+                "well": pa.array([], pa.string()),
+                "batch": pa.array([], pa.string()),
+                "compound": pa.array([], pa.string()),
+                "concentration": pa.array([], pa.float64()),
+            }
+        ),
+    )

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from profiling_support import put, run_sql_stage
+from profiling_support import put, put_no_cells, run_sql_stage
 
 from cellstore.profiling.aggregate import aggregate, aggregate_sql
 
@@ -55,6 +55,21 @@ def test_aggregate_sql_quotes_identifiers_and_rejects_unknown_operations():
         aggregate_sql("t", ["plate"], ["x"], "mode")
 
 
+EXTERNAL_SCHEMA = pa.schema(
+    [
+        ("feature_source", pa.string()),
+        ("plate", pa.string()),
+        ("well", pa.string()),
+        ("batch", pa.string()),
+        ("compound", pa.string()),
+        ("concentration", pa.float64()),
+        ("feature_index", pa.int32()),
+        ("feature", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
+
 def external_long(values: dict[tuple[str, str], list[float]], treatments) -> pa.Table:
     """external_profiles-shaped long table from {(plate, well): features}."""
     rows = []
@@ -75,7 +90,7 @@ def external_long(values: dict[tuple[str, str], list[float]], treatments) -> pa.
                 }
             )
     rows.reverse()  # packing must follow feature_index, not row order
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist(rows, schema=EXTERNAL_SCHEMA)
 
 
 def test_well_profiles_pack_external_features_in_order_and_join_moa():
@@ -87,6 +102,7 @@ def test_well_profiles_pack_external_features_in_order_and_join_moa():
     values = {key: [float(i), float(i) + 0.5, -float(i)] for i, key in enumerate(treatments)}
     con = duckdb.connect()
     put(con, "external_profiles", external_long(values, treatments))
+    put_no_cells(con)
     put(
         con,
         "moa",
@@ -110,6 +126,40 @@ def test_well_profiles_pack_external_features_in_order_and_join_moa():
         "n_features": 3,
         "feature_names": ["Cells_f1", "Cells_f2", "Cells_f3"],
     }
+
+
+def test_well_profiles_average_cell_features_per_well(cells):
+    con = duckdb.connect()
+    features = [c for c in cells.columns if c.startswith("Cells_")]
+    cell_table = cells.rename(columns={"Metadata_Plate": "plate", "Metadata_Well": "well"})
+    cell_table.insert(0, "image_id", cell_table.plate + "_" + cell_table.well + "_s1")
+    cell_table.insert(1, "cell_id", [f"c{i}" for i in range(len(cell_table))])
+    cell_table["Nuclei_Intensity_Mean"] = np.float32(2.0)
+    cell_table["Metadata_Site"] = 1.0  # not a feature: no Nuclei_/Cells_/Cytoplasm_ prefix
+    put(con, "cell_features", pa.Table.from_pandas(cell_table, preserve_index=False))
+    wells = cell_table.drop_duplicates(["plate", "well"])[["image_id", "plate", "well"]]
+    fields = wells.assign(
+        batch=np.where(wells.plate == "P1", "Week1", "Week2"),
+        compound=np.where(wells.well == "A01", "DMSO", "taxol"),
+        concentration=np.where(wells.well == "A01", 0.0, 0.3),
+    )
+    put(con, "images", pa.Table.from_pandas(fields, preserve_index=False))
+    put(con, "moa", pa.table({"compound": ["DMSO"], "concentration": [0.0], "moa": ["DMSO"]}))
+    put(con, "external_profiles", external_long({}, {}))
+    result = run_sql_stage(con, "well_profiles").to_pandas()
+    names = features + ["Nuclei_Intensity_Mean"]
+    expected = cell_table.groupby(["plate", "well"])[names].mean()
+    counts = cell_table.groupby(["plate", "well"]).size()
+    assert len(result) == len(expected) == 10
+    assert set(result.feature_source) == {"handcrafted"}
+    for _, row in result.iterrows():
+        key = (row.plate, row.well)
+        np.testing.assert_allclose(row.features, expected.loc[key].to_numpy(), rtol=1e-5)
+        assert row.n_cells == counts.loc[key]
+        assert (row.moa == "DMSO") if row.well == "A01" else pd.isna(row.moa)
+    [feature_set] = run_sql_stage(con, "feature_sets").to_pylist()
+    assert feature_set["feature_source"] == "handcrafted"
+    assert feature_set["feature_names"] == names and feature_set["n_features"] == 7
 
 
 def test_treatment_profiles_are_elementwise_medians_without_dmso():

@@ -39,6 +39,63 @@ def moa():
     return pa.Table.from_pylist(read_moa(folder))
 '''
 
+# Stand-ins for the image stages: one field per Ljosa well, 4 cells per field with three
+# features that follow the MoA (so the handcrafted source flows through the same stages).
+IMAGES_STAGE = '''
+import importlib.resources
+from pathlib import Path
+
+import pyarrow as pa
+from cellstore.profiling.external import read_well_features
+from cellstore.stage import stage
+
+@stage
+def images():
+    """One field per Ljosa 2013 well. Grain: image_id."""
+    import importlib.util
+
+    path = Path(__file__).with_name("external_profiles.py")  # the sibling stage file
+    spec = importlib.util.spec_from_file_location("external_profiles_stage", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    well_treatments = module.well_treatments
+    folder = Path(str(importlib.resources.files("cellstore") / "data" / "bbbc021"))
+    treatments = well_treatments(folder / "BBBC021_v1_image.csv.gz")
+    table = read_well_features(folder / "ljosa_jbiomolscreen_2013_per_well_mean.csv.gz")
+    rows = []
+    for plate, well in zip(table.plates, table.wells):
+        compound, concentration, batch = treatments[(plate, well)]
+        rows.append({"image_id": f"{plate}_{well}_s1", "plate": plate, "well": well,
+                     "batch": batch, "compound": compound, "concentration": concentration})
+    return pa.Table.from_pylist(rows)
+'''
+
+CELL_FEATURES_STAGE = '''
+import numpy as np
+import pyarrow as pa
+from cellstore.stage import stage
+
+@stage
+def cell_features(images):
+    """4 cells per field, 3 float32 features. Grain: cell_id."""
+    fields = images.order("image_id").to_arrow_table().to_pylist()
+    rng = np.random.default_rng(0)
+    rows = []
+    for field in fields:
+        shift = hash(field["compound"]) % 7
+        for k in range(4):
+            values = rng.normal(size=3) + shift
+            rows.append({"image_id": field["image_id"], "cell_id": f"{field['image_id']}_{k}",
+                         "plate": field["plate"], "well": field["well"],
+                         "Nuclei_AreaShape_Area": values[0], "Cells_Intensity_Mean": values[1],
+                         "Cytoplasm_Texture_Contrast": values[2]})
+    table = pa.Table.from_pylist(rows)
+    for name in ("Nuclei_AreaShape_Area", "Cells_Intensity_Mean", "Cytoplasm_Texture_Contrast"):
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, table[name].cast(pa.float32()))
+    return table
+'''
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> ToyProject:
@@ -52,6 +109,8 @@ def built(tmp_path_factory) -> ToyProject:
     for table in PROFILE_TABLES:
         shutil.copy(REPO / "schemas" / f"{table}.yml", project.root / "schemas")
     project.py("moa", MOA_STAGE)
+    project.py("images", IMAGES_STAGE)
+    project.py("cell_features", CELL_FEATURES_STAGE)
     result = project.build()
     failure = result.first_failure()
     assert failure is None, failure.error
@@ -60,7 +119,9 @@ def built(tmp_path_factory) -> ToyProject:
 
 def test_build_publishes_every_profile_table_and_passes_its_checks(built):
     rows = dict(built.query("select feature_source, n_features from feature_sets"))
-    assert rows == {"cellprofiler_ljosa2013": 516}
+    assert rows == {"cellprofiler_ljosa2013": 516, "handcrafted": 3}
+    wells = dict(built.query("select feature_source, count(*) from well_profiles group by all"))
+    assert wells == {"cellprofiler_ljosa2013": 632, "handcrafted": 632}
     failed = built.query(
         "select table_name, check_name, severity from cellstore_meta.check_results where not passed"
     )
@@ -89,17 +150,25 @@ def test_cli_report_writes_html_and_decodable_pngs(built, tmp_path):
     assert "plots" in done.stdout
     page = (out / "index.html").read_text()
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == 4  # accuracy, confusion, map, batches (no cell counts: a note)
+    # accuracy; per source a confusion matrix, a map and batch panels; cells per well
+    assert len(pngs) == 1 + 2 * 3 + 1
     for png in pngs:
         assert f'src="{png.name}"' in page
         assert matplotlib.image.imread(png).ndim == 3
-    assert "No feature source here counts cells" in page
 
 
 def test_cli_export_names_features_from_the_feature_set(built, tmp_path):
     out = tmp_path / "tvn.csv.gz"
     built.cli(
-        "export", "treatment_profiles", "--out", str(out), "--postprocessing", "tvn", check=True
+        "export",
+        "treatment_profiles",
+        "--out",
+        str(out),
+        "--postprocessing",
+        "tvn",
+        "--feature-source",
+        "cellprofiler_ljosa2013",
+        check=True,
     )
     frame = pd.read_csv(out)
     assert len(frame) == 103

@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from profiling_support import put, run_sql_stage, stage_module
+from profiling_support import put, put_no_cells, run_sql_stage, stage_module
 
 from cellstore.profiling.neighbors import evaluate_moa
 
@@ -25,6 +25,7 @@ def ljosa() -> duckdb.DuckDBPyConnection:
     put(con, "moa", pa.Table.from_pylist(read_moa(shipped)))
     external = stage_module("external_profiles").external_profiles(None)
     put(con, "external_profiles", external["external_profiles"])
+    put_no_cells(con)
     run_sql_stage(con, "well_profiles")
     run_sql_stage(con, "feature_sets")
     start = time.perf_counter()
