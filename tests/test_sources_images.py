@@ -252,3 +252,32 @@ def test_empty_source_builds_the_demo_once_with_progress(tmp_path: Path, monkeyp
     steps.clear()
     assert load_stage("moa")(source="", ctx=ctx).num_rows == 104
     assert steps == []  # the cached demo is reused, nothing generated
+
+
+def test_build_publishes_sources_and_rebuilds_when_a_plate_is_added(source: Path, tmp_path: Path):
+    from cellstore.config import load_config
+    from cellstore.project import load_project
+    from cellstore.runner import Runner
+    from cellstore.warehouse import Warehouse
+
+    warehouse = tmp_path / "warehouse"
+
+    def build():
+        config = load_config(REPO, warehouse=warehouse)
+        runner = Runner(load_project(REPO), config, overrides={"source": str(source)})
+        return {r.stage: r for r in runner.build(["images", "moa"]).results}
+
+    first = build()
+    assert all(first[name].status == "built" for name in ("images", "moa")), first
+    # (one plate: the warning that some annotated treatments have no images is expected)
+    assert not [c for r in first.values() for c in r.checks
+                if not c.passed and c.severity == "error"]
+    con = Warehouse(warehouse).connect(read_only=True)
+    try:
+        assert con.execute("select count(*) from images").fetchone() == (12,)
+        assert con.execute("select count(*) from images_rejected").fetchone() == (0,)
+    finally:
+        con.close()
+    assert build()["images"].status == "up to date"
+    (source / "Week5" / "Week5_29999").mkdir()  # a new plate folder
+    assert build()["images"].status == "built"
