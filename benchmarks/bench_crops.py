@@ -102,7 +102,7 @@ def run_once(source: Path, workers: int, n_fields: int, batch_size: int) -> dict
         nuclei_schema,
         nuclei_task,
     )
-    from cellstore.parallel import TaskPool, task_pool
+    from cellstore.parallel import INLINE, TaskPool, task_pool
     from cellstore.sources.images import load_images
 
     images, _ = load_images(source)
@@ -112,7 +112,7 @@ def run_once(source: Path, workers: int, n_fields: int, batch_size: int) -> dict
     con.register("images_arrow", images)
     con.execute("create table images as select * from images_arrow")
     illumination = build_illumination(
-        con.table("images"), IlluminationSettings(), pool=TaskPool(None)
+        con.table("images"), IlluminationSettings(), pool=TaskPool(INLINE)
     )
     con.register("illumination_arrow", illumination)
     con.execute("create table illumination as select * from illumination_arrow")

@@ -26,16 +26,38 @@ def default_workers() -> int:
 
 
 class TaskPool:
-    """Runs batches of tasks on a dask Client, or in this process when `client` is None."""
+    """Runs batches of tasks on a dask Client, or in this process (scheduler "inline").
 
-    def __init__(self, client: Any = None) -> None:
-        self.client = client
+    The client (and a LocalCluster, if one is needed) starts on the first `run` that has a
+    task, so a stage with nothing to do never pays for starting workers; `close` stops it.
+    """
+
+    def __init__(self, scheduler: str = "", workers: int = 0) -> None:
+        self.scheduler = scheduler
+        self.workers = workers
+        self._client: Any = None
+        self._cluster: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The dask Client (None when inline), started on first use."""
+        if self.scheduler == INLINE:
+            return None
+        if self._client is None:
+            self._client, self._cluster = _connect(self.scheduler, self.workers)
+        return self._client
 
     @property
     def n_workers(self) -> int:
-        if self.client is None:
-            return 1
-        return sum(self.client.nthreads().values()) or 1
+        client = self.client
+        return 1 if client is None else sum(client.nthreads().values()) or 1
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
 
     def run(
         self,
@@ -50,22 +72,25 @@ class TaskPool:
         thread) are submitted at once, so the driver's memory stays bounded however many
         tasks there are. Results arrive in completion order. A task's exception is re-raised.
         """
-        if self.client is None:
-            for args in tasks:
+        pending = iter(tasks)
+        first_args = next(pending, None)
+        if first_args is None:
+            return
+        client = self.client
+        if client is None:
+            on_done(func(*first_args))
+            for args in pending:
                 on_done(func(*args))
             return
         from dask.distributed import as_completed
 
         window = max_in_flight or 2 * self.n_workers
-        pending = iter(tasks)
-        first = []
+        first = [client.submit(func, *first_args, pure=False)]
         for args in pending:
-            first.append(self.client.submit(func, *args, pure=False))
+            first.append(client.submit(func, *args, pure=False))
             if len(first) >= window:
                 break
-        if not first:
-            return
-        queue = as_completed(first, loop=self.client.loop)
+        queue = as_completed(first, loop=client.loop)
         del first
         for future in queue:
             result = future.result()
@@ -73,32 +98,17 @@ class TaskPool:
             on_done(result)
             next_args = next(pending, None)
             if next_args is not None:
-                queue.add(self.client.submit(func, *next_args, pure=False))
+                queue.add(client.submit(func, *next_args, pure=False))
 
 
-@contextmanager
-def task_pool(scheduler: str = "", workers: int = 0) -> Iterator[TaskPool]:
-    """A TaskPool for the duration of the block.
-
-    scheduler: "" starts a dask LocalCluster of `workers` single-threaded worker processes
-        (0 = one per core) and closes it afterwards; an address (e.g. "tcp://host:8786")
-        connects to a running scheduler, whose workers must be able to import cellstore and
-        write where the stage asks them to (a shared folder); "inline" runs every task in
-        this process, in order (tests, debugging).
-    Worker processes are spawned: scripts that build must guard their entry point with
-    `if __name__ == "__main__":`.
-    """
-    if scheduler == INLINE:
-        yield TaskPool(None)
-        return
+def _connect(scheduler: str, workers: int) -> tuple[Any, Any]:
+    """(client, cluster or None): a new LocalCluster when `scheduler` is empty."""
     import logging
 
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler, set_as_default=False) as client:
-            yield TaskPool(client)
-        return
+        return Client(scheduler, set_as_default=False), None
     cluster = LocalCluster(
         n_workers=workers or default_workers(),
         threads_per_worker=1,
@@ -108,7 +118,26 @@ def task_pool(scheduler: str = "", workers: int = 0) -> Iterator[TaskPool]:
         env=_SINGLE_THREAD_ENV,
     )
     try:
-        with Client(cluster, set_as_default=False) as client:
-            yield TaskPool(client)
-    finally:
+        return Client(cluster, set_as_default=False), cluster
+    except Exception:
         cluster.close()
+        raise
+
+
+@contextmanager
+def task_pool(scheduler: str = "", workers: int = 0) -> Iterator[TaskPool]:
+    """A TaskPool for the duration of the block (closed at the end).
+
+    scheduler: "" starts a dask LocalCluster of `workers` single-threaded worker processes
+        (0 = one per core) when the first task arrives; an address (e.g. "tcp://host:8786")
+        connects to a running scheduler, whose workers must be able to import cellstore and
+        write where the stage asks them to (a shared folder); "inline" runs every task in
+        this process, in order (tests, debugging).
+    Worker processes are spawned: scripts that build must guard their entry point with
+    `if __name__ == "__main__":`.
+    """
+    pool = TaskPool(scheduler, workers)
+    try:
+        yield pool
+    finally:
+        pool.close()

@@ -35,12 +35,8 @@ def cell_features(
     `texture_distance` px at `reference_width`), channel Correlation, adjacent neighbours.
     """
     from cellstore.imaging.driver import FIELD_COLUMNS, run_field_tasks
-    from cellstore.imaging.tasks import (
-        FeatureSettings,
-        Geometry,
-        features_schema,
-        features_task,
-    )
+    from cellstore.imaging.fields import Geometry
+    from cellstore.imaging.tasks import FeatureSettings, features_schema, features_task
     from cellstore.parallel import task_pool
 
     settings = FeatureSettings(

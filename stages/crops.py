@@ -37,7 +37,8 @@ def crops(
     """
     from cellstore.imaging.crops import BORDER_RULES
     from cellstore.imaging.driver import FIELD_COLUMNS, run_field_tasks
-    from cellstore.imaging.tasks import CropSettings, Geometry, crops_schema, crops_task
+    from cellstore.imaging.fields import Geometry
+    from cellstore.imaging.tasks import CropSettings, crops_schema, crops_task
     from cellstore.parallel import task_pool
 
     if border not in BORDER_RULES:

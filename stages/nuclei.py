@@ -30,7 +30,8 @@ def nuclei(
     """
     from cellstore.imaging.driver import FIELD_COLUMNS, run_field_tasks
     from cellstore.imaging.fieldio import QualityLimits
-    from cellstore.imaging.tasks import Geometry, NucleiSettings, nuclei_schema, nuclei_task
+    from cellstore.imaging.fields import Geometry
+    from cellstore.imaging.tasks import NucleiSettings, nuclei_schema, nuclei_task
     from cellstore.parallel import task_pool
 
     settings = NucleiSettings(

@@ -53,3 +53,9 @@ def test_empty_task_list_does_nothing():
 
 def test_default_workers_counts_usable_cores():
     assert default_workers() >= 1
+
+
+def test_no_cluster_is_started_when_there_is_nothing_to_do():
+    with task_pool("", workers=2) as pool:
+        pool.run(operator.add, iter(()), lambda value: pytest.fail("no task expected"))
+        assert pool._client is None

@@ -11,15 +11,10 @@ import numpy as np
 
 from cellstore.imaging.batches import field_batches
 from cellstore.imaging.fieldio import CHANNELS, QualityLimits
+from cellstore.imaging.fields import PlateIllumination
 from cellstore.imaging.illumination import MeanImage, flat_function, illumination_function
-from cellstore.imaging.tasks import (
-    PlateIllumination,
-    TaskResult,
-    illumination_limits,
-    illumination_sums,
-    rejected_schema,
-    write_empty_part,
-)
+from cellstore.imaging.parts import TaskResult, rejected_schema, write_empty_part
+from cellstore.imaging.tasks import illumination_limits, illumination_sums
 
 FIELD_COLUMNS = (
     "image_id",
