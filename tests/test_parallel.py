@@ -59,3 +59,15 @@ def test_no_cluster_is_started_when_there_is_nothing_to_do():
     with task_pool("", workers=2) as pool:
         pool.run(operator.add, iter(()), lambda value: pytest.fail("no task expected"))
         assert pool._client is None
+
+
+def test_connects_to_an_existing_scheduler_by_address():
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        results = []
+        with task_pool(cluster.scheduler_address) as pool:
+            pool.run(operator.mul, iter([(2, 3), (4, 5)]), results.append)
+            assert pool.client.scheduler.address == cluster.scheduler_address
+        assert sorted(results) == [6, 20]
+        assert cluster.scheduler.workers  # the cluster outlives the pool
