@@ -12,15 +12,22 @@ protocols as (
     select * from (values ('nsc'), ('nscb')) as p(protocol)
 ),
 labelled as (
-    select
-        *,
-        sqrt(list_dot_product(features::double[], features::double[])) as norm
+    select *, features::double[] as vector
     from treatments
     where moa is not null
 ),
+normed as (
+    select *, sqrt(list_dot_product(vector, vector)) as norm
+    from labelled
+),
+unit_vectors as (
+    -- cosine similarity = dot product of unit vectors, normalised once per treatment
+    select *, case when norm > 0 then list_transform(vector, lambda v: v / norm) end as unit
+    from normed
+),
 queries as (
     select l.*, p.protocol
-    from labelled as l
+    from unit_vectors as l
     cross join protocols as p
     where p.protocol = 'nsc' or l.moa not in ('Cholesterol-lowering', 'Kinase inhibitors')
 ),
@@ -31,7 +38,7 @@ pairs as (
         c.compound as neighbor_compound,
         c.concentration as neighbor_concentration,
         c.moa as neighbor_moa,
-        list_cosine_similarity(q.features::double[], c.features::double[]) as similarity,
+        list_dot_product(q.unit, c.unit) as similarity,
         c.moa = q.moa as is_positive
     from queries as q
     join queries as c

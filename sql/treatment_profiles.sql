@@ -7,39 +7,27 @@ treated as (
     select * from wells
     where compound <> 'DMSO'
 ),
-well_values as (
-    select
-        feature_source, postprocessing, compound, concentration,
-        unnest(features) as value,
-        unnest(range(1, len(features) + 1)) as feature_index
-    from treated
-),
-medians as (
-    select
-        feature_source, postprocessing, compound, concentration, feature_index,
-        median(value) as value
-    from well_values
-    group by feature_source, postprocessing, compound, concentration, feature_index
-),
-packed as (
-    select
-        feature_source, postprocessing, compound, concentration,
-        list(value::float order by feature_index) as features
-    from medians
-    group by feature_source, postprocessing, compound, concentration
-),
-treatments as (
+grouped as (
     select
         feature_source, postprocessing, compound, concentration,
         any_value(moa) as moa,
         array_to_string(list_sort(list_distinct(list(batch))), ',') as batch,
-        count(*) as n_wells
+        count(*) as n_wells,
+        list(features) as well_vectors
     from treated
     group by feature_source, postprocessing, compound, concentration
+),
+medians as (
+    select
+        * exclude (well_vectors),
+        -- feature i: the median of the wells' i-th values
+        list_transform(
+            range(1, len(well_vectors[1]) + 1),
+            lambda i: list_median(list_transform(well_vectors, lambda w: w[i]))::float
+        ) as features
+    from grouped
 )
 select
-    t.feature_source, t.postprocessing, t.compound, t.concentration, t.moa, t.batch,
-    t.n_wells, p.features
-from treatments as t
-join packed as p using (feature_source, postprocessing, compound, concentration)
+    feature_source, postprocessing, compound, concentration, moa, batch, n_wells, features
+from medians
 order by feature_source, postprocessing, compound, concentration
