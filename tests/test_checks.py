@@ -603,3 +603,16 @@ def test_a_failure_inside_great_expectations_is_a_failed_check(schemas, monkeypa
     assert "could not run: RuntimeError: metric provider exploded" in range_result.message
     assert results["accepted_values(moa)"].severity == "warn"  # keeps its own severity
     assert results["unique(image_id, nucleus_id)"].passed  # SQL checks unaffected
+
+
+def test_null_vector_elements_fail_finite_without_aborting_the_transaction(lake, schemas):
+    lake.execute("create table images as select 'img' || range as image_id from range(3)")
+    lake.execute("begin")
+    load(lake, "crops", with_row(clean_crops(), nucleus_id=9, embedding=[1.0, None, 2.0]))
+    failed = failing(run_table_checks(lake, "crops", schemas))
+    assert set(failed) == {"finite(embedding)"}
+    assert json.loads(failed["finite(embedding)"].sample) == [
+        {"image_id": "img0", "nucleus_id": 9, "n_elements": 3, "n_nonfinite": 1}
+    ]
+    lake.execute("commit")  # the screen's list_dot_product error was caught by try()
+    assert lake.execute("select count(*) from crops").fetchone()[0] == 7

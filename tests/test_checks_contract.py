@@ -104,7 +104,8 @@ def test_invalid_table_checks_name_file_and_problem(tmp_path, extra, complaint):
     [
         ("{name: c, type: VARCHAR, role: meta, checks: [{range: {min: 0}}]}", "range needs"),
         ("{name: c, type: DOUBLE, role: meta, checks: [{range: {}}]}", "give min and/or max"),
-        ("{name: c, type: DOUBLE, role: meta, checks: [vector]}", "needs a list column"),
+        ("{name: c, type: DOUBLE, role: meta, checks: [vector]}", "needs a numeric list column"),
+        ("{name: c, type: 'VARCHAR[]', role: meta, checks: [finite]}", "finite needs a numeric"),
         ("{name: c, type: VARCHAR, role: meta, checks: [finite]}", "finite needs"),
         ("{name: c, type: DOUBLE, role: meta, checks: [{range: {min: 0, mostly: 2}}]}", "mostly"),
         ("{name: c, type: DOUBLE, role: meta, checks: [{range: {min: 0, minn: 1}}]}", "no option"),

@@ -327,10 +327,13 @@ def _column_checks(
         raise SchemaError(f"{where}: range needs a numeric or temporal column, not {column.type}")
     if kind in ("accepted_values", "match") and listy:
         raise SchemaError(f"{where}: {kind} needs a scalar column, not {column.type}")
-    if kind in ("nonzero_norm", "vector") and not listy:
-        raise SchemaError(f"{where}: {kind} needs a list column (FLOAT[]) or a column group")
-    if kind == "finite" and not (listy or is_numeric_type(column.type)):
-        raise SchemaError(f"{where}: finite needs a numeric or list column, not {column.type}")
+    numeric_list = listy and is_numeric_type(column.type.removesuffix("[]"))
+    if kind in ("nonzero_norm", "vector") and not numeric_list:
+        raise SchemaError(f"{where}: {kind} needs a numeric list column (FLOAT[]) or a group")
+    if kind == "finite" and not (numeric_list or is_numeric_type(column.type)):
+        raise SchemaError(
+            f"{where}: finite needs a numeric or numeric list column, not {column.type}"
+        )
     severity = _severity(options.pop("severity", default_severity), where)
     description = str(options.pop("description", "") or "")
     _validate_gx_options(kind, options, where)
