@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from cellstore.stage import StageContext, stage
+
+if TYPE_CHECKING:
+    from cellstore.profiling.external import WellFeatureTable
 
 PACKAGE_PREFIX = "package:"
 LJOSA_2013 = (
@@ -18,6 +21,19 @@ LJOSA_2013 = (
 )
 BBBC021_IMAGE_METADATA = "package:data/bbbc021/BBBC021_v1_image.csv.gz"
 
+PROFILE_SCHEMA = pa.schema(
+    [
+        ("feature_source", pa.string()),
+        ("plate", pa.string()),
+        ("well", pa.string()),
+        ("batch", pa.string()),
+        ("compound", pa.string()),
+        ("concentration", pa.float64()),
+        ("feature_index", pa.int32()),
+        ("feature", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
 REJECTED_SCHEMA = pa.schema(
     [
         ("feature_source", pa.string()),
@@ -99,9 +115,9 @@ def well_treatments(path: Path) -> dict[tuple[str, str], tuple[str, float, str] 
         except (ValueError, IndexError) as exc:
             value = f"{path.name} row {number}: {exc}"
         previous = found.get((plate, well))
-        if previous is not None and previous != value:
-            if isinstance(previous, str):
-                continue
+        if isinstance(previous, str):
+            continue  # the well is already unusable; keep its first reason
+        if previous is not None and not isinstance(value, str) and previous != value:
             value = f"{path.name} row {number}: fields of {plate} {well} disagree on treatment"
         found[(plate, well)] = value
     return found
@@ -157,13 +173,18 @@ def external_profiles(
             metadata.append(treatment)  # type: ignore[arg-type]
         accepted.append(_long_table(feature_source, table, keep, metadata))
     return {
-        "external_profiles": pa.concat_tables(accepted),
+        "external_profiles": pa.concat_tables(accepted)
+        if accepted
+        else PROFILE_SCHEMA.empty_table(),
         "external_profiles_rejected": pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA),
     }
 
 
 def _long_table(
-    feature_source: str, table: Any, keep: list[int], metadata: list[tuple[str, float, str]]
+    feature_source: str,
+    table: WellFeatureTable,
+    keep: list[int],
+    metadata: list[tuple[str, float, str]],
 ) -> pa.Table:
     """One row per (kept well, feature), features in file column order."""
     n_features = len(table.feature_names)
@@ -185,5 +206,6 @@ def _long_table(
             ),
             "feature": pa.array(table.feature_names * len(rows), pa.string()),
             "value": pa.array(table.values[rows].reshape(-1) if len(rows) else [], pa.float64()),
-        }
+        },
+        schema=PROFILE_SCHEMA,
     )

@@ -145,3 +145,25 @@ def test_default_imports_all_ljosa_2013_wells():
     assert (wells.compound == "DMSO").sum() == 330
     assert wells.batch.nunique() == 10 and wells.plate.nunique() == 55
     assert set(long.feature_source) == {"cellprofiler_ljosa2013"}
+
+
+def test_wells_whose_fields_disagree_on_the_treatment_are_rejected(tmp_path, image_csv):
+    text = image_csv.read_bytes().decode()
+    image_csv.write_bytes((text + "\r\n" + image_row("Week1_100", "B03", 3, "AZ138", "1")).encode())
+    frame = profile_frame().iloc[:2]
+    frame.to_csv(tmp_path / "wells.csv", index=False)
+    out = stage_module("external_profiles").external_profiles(
+        None, profile_files=(f"mine={tmp_path / 'wells.csv'}",), image_metadata=str(image_csv)
+    )
+    rejected = out["external_profiles_rejected"].to_pylist()
+    assert [(r["plate"], r["well"]) for r in rejected] == [("Week1_100", "B03")]
+    assert "disagree on treatment" in rejected[0]["reason"]
+    assert out["external_profiles"].num_rows == 2  # one well x two features
+
+
+def test_no_profile_files_give_empty_tables(image_csv):
+    out = stage_module("external_profiles").external_profiles(
+        None, profile_files=(), image_metadata=str(image_csv)
+    )
+    assert out["external_profiles"].num_rows == 0
+    assert out["external_profiles"].schema.field("value").type == "double"
