@@ -153,8 +153,46 @@ class Runner:
             producer = last_runs.get(self.project.producers[table])
             inputs[table] = producer["run_id"] if producer else None
         if stage.spec and stage.spec.watch:
-            inputs["__watch__"] = stage.spec.watch(self.settings[stage.name])
+            ctx = self._context(stage, artifact_dir=None, scratch=self._scratch_root())
+            inputs["__watch__"] = stage.spec.watch(self.settings[stage.name], ctx)
         return inputs
+
+    def _scratch_root(self) -> Path:
+        return self.warehouse.root / "tmp"
+
+    def _context(
+        self,
+        stage: StageDef,
+        *,
+        artifact_dir: Path | None,
+        scratch: Path,
+        incremental: bool = False,
+        last_runs: dict[str, dict[str, Any]] | None = None,
+    ) -> StageContext:
+        """What a stage (or its watch hook) may know about where it runs."""
+        cache_dir = self.warehouse.root / "cache"
+
+        def progress(advance: float = 1, total: float | None = None) -> None:
+            self.reporter.stage_progress(stage.name, advance, total)
+
+        def artifact(name: str) -> Path:
+            run = (last_runs or {}).get(name)
+            if run is None or not run.get("artifact_dir"):
+                raise LookupError(f"artifact {name!r} has not been built")
+            return Path(run["artifact_dir"])
+
+        ctx = StageContext(
+            stage=stage.name,
+            artifact_dir=artifact_dir,
+            parts_dir=scratch,
+            cache_dir=cache_dir,
+            settings=self.settings[stage.name],
+            config=self.config,
+            is_incremental_run=incremental,
+            progress=progress,
+        )
+        ctx.artifact = artifact  # type: ignore[method-assign]
+        return ctx
 
     # ---- planning ----------------------------------------------------------------------
     def _decide(
@@ -388,7 +426,7 @@ class Runner:
     ) -> tuple[int, str | None, list[Any]]:
         """Run one stage and commit its outputs, checks and run record in one snapshot."""
         incremental = plan.action == "incremental"
-        scratch = self.warehouse.root / "tmp" / run_id
+        scratch = self._scratch_root() / run_id
         artifact_dir = None
         if stage.is_artifact:
             artifact_dir = self.warehouse.root / "artifacts" / stage.name / run_id
@@ -400,6 +438,12 @@ class Runner:
                 scratch.mkdir(parents=True, exist_ok=True)
                 value = self._call_python(con, stage, incremental, last_runs, artifact_dir, scratch)
                 sources = self._normalise(stage, value, artifact_dir)
+                if stage.spec and stage.spec.watch:
+                    # Record the outside state as the stage left it (it may have created it,
+                    # as the demo source loader does), so the next build sees no change.
+                    inputs = {**json.loads(record_base["inputs"]), **self._inputs(stage, last_runs)}
+                    record_base["inputs"] = json.dumps(inputs)
+                    record_base["fingerprint"] = _digest([record_base["definition_fp"], inputs])
             message = f"{plan.action} {stage.name}"
             with transaction(con, message, {"run_id": run_id, "stage": stage.name}):
                 n_rows = self._write_outputs(con, stage, sources, incremental)
@@ -470,29 +514,14 @@ class Runner:
                 kwargs[table] = con.table(table)
         kwargs.update(self.settings[stage.name])
         if spec.wants_ctx:
-            cache_dir = self.warehouse.root / "cache"
-            cache_dir.mkdir(exist_ok=True)
-
-            def progress(advance: float = 1, total: float | None = None) -> None:
-                self.reporter.stage_progress(stage.name, advance, total)
-
-            def artifact(name: str) -> Path:
-                run = last_runs.get(name)
-                if run is None or not run.get("artifact_dir"):
-                    raise LookupError(f"artifact {name!r} has not been built")
-                return Path(run["artifact_dir"])
-
-            ctx = StageContext(
-                stage=stage.name,
+            (self.warehouse.root / "cache").mkdir(exist_ok=True)
+            ctx = self._context(
+                stage,
                 artifact_dir=artifact_dir,
-                parts_dir=scratch,
-                cache_dir=cache_dir,
-                settings=self.settings[stage.name],
-                config=self.config,
-                is_incremental_run=incremental,
-                progress=progress,
+                scratch=scratch,
+                incremental=incremental,
+                last_runs=last_runs,
             )
-            ctx.artifact = artifact  # type: ignore[method-assign]
             kwargs["ctx"] = ctx
         return spec.func(**kwargs)
 

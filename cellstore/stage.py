@@ -26,7 +26,7 @@ class StageSpec:
     artifact: bool
     version: str
     wants_ctx: bool
-    watch: Callable[[dict[str, Any]], str] | None = None
+    watch: Callable[[dict[str, Any], StageContext], str] | None = None
 
 
 @dataclass
@@ -72,7 +72,7 @@ def stage(
     incremental_input: str | None = None,
     artifact: bool = False,
     version: str = "1",
-    watch: Callable[[dict[str, Any]], str] | None = None,
+    watch: Callable[[dict[str, Any], StageContext], str] | None = None,
 ) -> Any:
     """Register a function as a stage named after the function.
 
@@ -86,8 +86,9 @@ def stage(
     artifact: the stage writes files into `ctx.artifact_dir`; its table is either what it
         returns or, if it returns None, a manifest of the files.
     version: bump to force a rebuild when code outside the stage file changed.
-    watch: called with the resolved settings, returns a cheap digest of outside state the
-        stage reads (a source folder's listing, say); a new digest means a rebuild.
+    watch: called with the resolved settings and a context (its `cache_dir` and `config`
+        are set), returns a cheap digest of outside state the stage reads (a source
+        folder's listing, say); a new digest means a rebuild.
     """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,8 +10,9 @@ from cellstore.sources import load_moa, resolve_source, source_digest
 from cellstore.stage import StageContext, stage
 
 
-def _source_state(settings: dict[str, Any]) -> str:
-    return source_digest(settings["source"])
+def _source_state(settings: dict[str, Any], ctx: StageContext) -> str:
+    project_dir = getattr(ctx.config, "project_dir", None)
+    return source_digest(settings["source"], ctx.cache_dir, project_dir)
 
 
 @stage(watch=_source_state)

@@ -350,3 +350,35 @@ def test_python_stage_may_return_polars_pandas_or_a_batch_reader(toy, kind):
     )
     assert toy.build(["numbers"]).ok
     assert toy.query("select i, s from numbers order by i") == [(1, "a"), (2, "b")]
+
+
+def test_watch_hook_sees_outside_state_the_stage_created(toy, tmp_path):
+    """A loader that creates its source on first run is up to date on the next build."""
+    source = tmp_path / "source.txt"
+    toy.py(
+        "numbers",
+        f"""
+        import pathlib
+        import pyarrow as pa
+        from cellstore.stage import stage
+
+        SOURCE = pathlib.Path({str(source)!r})
+
+        def _state(settings, ctx):
+            assert ctx.cache_dir.name == "cache"
+            return SOURCE.read_text() if SOURCE.exists() else "missing"
+
+        @stage(watch=_state)
+        def numbers():
+            if not SOURCE.exists():
+                SOURCE.write_text("1,2,3")
+            return pa.table({{"i": [int(x) for x in SOURCE.read_text().split(",")]}})
+        """,
+    )
+    assert toy.build(["numbers"]).ok
+    assert statuses(toy.build(["numbers"])) == {"numbers": "up to date"}
+    source.write_text("4,5")
+    result = toy.build(["numbers"])
+    assert statuses(result) == {"numbers": "built"}
+    assert result.results[0].reason == "input changed: source files"
+    assert toy.query("select sum(i) from numbers") == [(9,)]

@@ -41,19 +41,28 @@ def resolve_source(
     return folder.resolve()
 
 
-def source_digest(source: str) -> str:
+def source_digest(source: str, cache_dir: Path | None = None, base: Path | None = None) -> str:
     """A digest that changes when the source's metadata or plate folders change.
 
     It hashes (name, size, mtime) of the metadata files and (path, mtime) of every plate
     folder (`WeekN/WeekN_PLATE`): adding, removing or renaming an image changes its
     folder's mtime, adding a plate adds a folder. No image is opened, so it costs
-    milliseconds. The empty source (the demo) is digested by its generation parameters.
+    milliseconds. The empty source (the demo) is digested by its generation parameters
+    and by its cached folder in `cache_dir`, so a deleted cache is generated again.
+    A relative `source` is taken from `base` (the project folder), as `resolve_source` does.
     """
     if not source.strip():
         from cellstore.synth import demo_fingerprint
 
-        return f"demo:{demo_fingerprint()}"
+        cached = "" if cache_dir is None else _folder_digest(cache_dir / "demo_source")
+        return f"demo:{demo_fingerprint()}:{cached}"
     folder = Path(source).expanduser()
+    if base is not None and not folder.is_absolute():
+        folder = base / folder
+    return _folder_digest(folder)
+
+
+def _folder_digest(folder: Path) -> str:
     digest = hashlib.sha256(str(folder.resolve()).encode())
     if not folder.is_dir():
         return f"missing:{digest.hexdigest()}"
