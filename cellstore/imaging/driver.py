@@ -26,7 +26,6 @@ FIELD_COLUMNS = (
     "path_tubulin",
     "path_actin",
 )
-READ_ROWS = 4096  # rows per record batch pulled from DuckDB
 Progress = Callable[..., None]
 
 
@@ -42,6 +41,20 @@ def _require(relation: Any, columns: tuple[str, ...], table: str) -> None:
 
 def count_fields(relation: Any) -> int:
     return int(relation.aggregate("count(distinct image_id)").fetchone()[0])
+
+
+def plate_batches(relation: Any, order: str, batch_size: int) -> Iterator[Any]:
+    """Batches of ≤ batch_size whole fields, plate after plate, rows sorted by `order`.
+
+    Each plate's rows are fetched in one query and held until its last batch is handed
+    out: memory follows the largest plate, not the dataset. (Not one streaming reader over
+    everything: a DuckDB connection keeps one open result, and the consumer queries the
+    same connection between batches, which would silently end the stream.)
+    """
+    plates = [row[0] for row in relation.aggregate("plate", "plate").order("plate").fetchall()]
+    for plate in plates:
+        table = relation.filter(f"plate = {sql_literal(plate)}").order(order).to_arrow_table()
+        yield from field_batches(table.to_batches(), batch_size)
 
 
 # ---- illumination lookup ---------------------------------------------------------------
@@ -121,8 +134,7 @@ def run_field_tasks(
     cache = _PlateCache(illumination)
 
     def tasks() -> Iterator[tuple[Any, ...]]:
-        reader = rows.order(order).to_arrow_reader(READ_ROWS)
-        for index, batch in enumerate(field_batches(reader, batch_size)):
+        for index, batch in enumerate(plate_batches(rows, order, batch_size)):
             plate = cache.get(batch["plate"][0].as_py())
             yield batch, plate, settings, str(parts_dir / f"{prefix}-{index:06d}.parquet")
 
@@ -234,8 +246,8 @@ def build_illumination(
         state.sums = {}
 
     def sum_tasks() -> Iterator[tuple[Any, ...]]:
-        reader = images.select(", ".join(FIELD_COLUMNS)).order("plate, image_id")
-        for batch in field_batches(reader.to_arrow_reader(READ_ROWS), batch_size):
+        fields = images.select(", ".join(FIELD_COLUMNS))
+        for batch in plate_batches(fields, "plate, image_id", batch_size):
             yield batch, settings.downscale, settings.quality
 
     def on_sums(result: TaskResult) -> None:
@@ -263,13 +275,16 @@ def build_illumination(
         sample = images.select(", ".join(FIELD_COLUMNS)).query(
             "fields",
             "select * from fields qualify row_number() over "
-            f"(partition by plate order by hash(image_id), image_id) <= {int(settings.sample)} "
-            "order by plate, image_id",
+            f"(partition by plate order by hash(image_id), image_id) <= {int(settings.sample)}",
         )
-        for batch in field_batches(sample.to_arrow_reader(READ_ROWS), settings.sample):
+        for batch in plate_batches(sample, "plate, image_id", max(1, settings.sample)):
             plate = batch["plate"][0].as_py()
-            stored = _plate_functions(plate, finished[plate])
-            yield batch, stored, tuple(settings.percentiles), settings.quality
+            yield (
+                batch,
+                _plate_functions(plate, finished[plate]),
+                settings.percentiles,
+                settings.quality,
+            )
 
     def on_limits(result: TaskResult) -> None:
         limits[result.plate] = result.extra
