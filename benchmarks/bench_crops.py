@@ -13,8 +13,10 @@ its workers import the imaging code) before the clock starts; its start time is 
 
 Each run is its own subprocess, runs alternate 1, 2, 1, 2, ... worker(s), memory is touched
 before each run (idle VM memory is slow to touch again, DESIGN §9), and the table reports
-medians: fields/s over both passes, seconds per pass, peak RSS of the driver and of the
-largest worker, and the machine's load average during the run. A last row runs 2 workers
+medians: fields/s over both passes, seconds per pass, CPU time per field of the workers
+(summed) and of the driver (a load-independent cost: on two idle cores, fields/s can reach
+at most 2000 / worker CPU ms per field), peak RSS of the driver and of the largest worker,
+and the machine's load average during the run. A last row runs 2 workers
 on a quarter of the fields: the driver's peak should not grow with the number of fields.
 Bars: ≥ 15 fields/s with 2 workers, and 2 workers ≥ 1.7× one worker.
 """
@@ -73,6 +75,14 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def warm_worker() -> None:
     """Import what the tasks import, so the timed passes do not pay for it."""
     import pyarrow.parquet  # noqa: F401
@@ -123,6 +133,8 @@ def run_once(source: Path, workers: int, n_fields: int, batch_size: int) -> dict
     with task_pool("", workers) as pool, tempfile.TemporaryDirectory() as scratch:
         pool.client.run(warm_worker)
         cluster_s = time.perf_counter() - started
+        workers_cpu = sum(pool.client.run(cpu_seconds).values())
+        driver_cpu = cpu_seconds()
         t0 = time.perf_counter()
         nuclei = run_field_tasks(
             fields,
@@ -153,6 +165,8 @@ def run_once(source: Path, workers: int, n_fields: int, batch_size: int) -> dict
             batch_size=batch_size,
         )
         crops_s = time.perf_counter() - t1
+        driver_cpu = cpu_seconds() - driver_cpu
+        workers_cpu = sum(pool.client.run(cpu_seconds).values()) - workers_cpu
         crop_bytes = sum(p.stat().st_size for p in crops.parts)
         worker_mib = max(pool.client.run(peak_rss_mib).values())
     return {
@@ -164,6 +178,8 @@ def run_once(source: Path, workers: int, n_fields: int, batch_size: int) -> dict
         "nuclei_s": nuclei_s,
         "crops_s": crops_s,
         "fields_per_s": nuclei.n_fields / (nuclei_s + crops_s),
+        "worker_cpu_ms_per_field": 1000 * workers_cpu / nuclei.n_fields,
+        "driver_cpu_ms_per_field": 1000 * driver_cpu / nuclei.n_fields,
         "crop_mib": crop_bytes / 2**20,
         "driver_peak_mib": peak_rss_mib(),
         "worker_peak_mib": worker_mib,
@@ -204,8 +220,8 @@ def median_row(runs: list[dict]) -> dict:
 def print_table(rows: list[dict]) -> None:
     header = (
         f"{'workers':>7} {'fields':>6} {'cells':>7} {'runs':>4} {'fields/s':>8} "
-        f"{'nuclei s':>8} {'crops s':>7} {'start s':>7} {'driver MiB':>10} "
-        f"{'worker MiB':>10} {'load':>5}"
+        f"{'nuclei s':>8} {'crops s':>7} {'start s':>7} {'worker CPU ms/field':>19} "
+        f"{'driver CPU ms/field':>19} {'driver MiB':>10} {'worker MiB':>10} {'load':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -213,7 +229,8 @@ def print_table(rows: list[dict]) -> None:
         print(
             f"{r['workers']:>7} {r['fields']:>6} {r['cells']:>7} {r['runs']:>4} "
             f"{r['fields_per_s']:>8.1f} {r['nuclei_s']:>8.2f} {r['crops_s']:>7.2f} "
-            f"{r['cluster_s']:>7.1f} {r['driver_peak_mib']:>10.0f} "
+            f"{r['cluster_s']:>7.1f} {r['worker_cpu_ms_per_field']:>19.1f} "
+            f"{r['driver_cpu_ms_per_field']:>19.1f} {r['driver_peak_mib']:>10.0f} "
             f"{r['worker_peak_mib']:>10.0f} {r['load']:>5.1f}"
         )
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 
 import pytest
 
-from cellstore.parallel import default_workers, task_pool
+from cellstore.parallel import WORKER_PRE_SPAWN_ENV, default_workers, task_pool
 
 
 def _counted(n: int, pulled: list[int]):
@@ -39,6 +40,10 @@ def test_local_cluster_runs_every_task_with_a_bounded_window():
     with task_pool("", workers=2) as pool:
         assert pool.n_workers == 2
         pool.run(operator.add, _counted(40, pulled), on_done, max_in_flight=3)
+        # Workers keep freed memory (see WORKER_PRE_SPAWN_ENV) and use one thread each.
+        seen = pool.client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_")
+        assert set(seen.values()) == {WORKER_PRE_SPAWN_ENV["MALLOC_TRIM_THRESHOLD_"]}
+        assert set(pool.client.run(os.environ.get, "OMP_NUM_THREADS").values()) == {"1"}
         # Worker-side errors come back to the driver as the original exception.
         with pytest.raises(ValueError, match="math domain error"):
             pool.run(math.sqrt, iter([(4.0,), (-1.0,)]), lambda value: None)
