@@ -76,12 +76,12 @@ def _project_dir(ctx: StageContext | None) -> Path | None:
     return getattr(getattr(ctx, "config", None), "project_dir", None)
 
 
-def _watch_files(settings: dict[str, Any]) -> str:
+def _watch_files(settings: dict[str, Any], ctx: StageContext) -> str:
     """Digest of the input files' size and mtime, so an edited file triggers a rebuild."""
     digest = hashlib.sha256()
     paths = [p for _, p in parse_profile_files(settings["profile_files"])]
     for text in [*paths, settings["image_metadata"]]:
-        path = resolve_path(text, Path.cwd())
+        path = resolve_path(text, _project_dir(ctx))
         stat = path.stat() if path.is_file() else None
         digest.update(f"{path}:{stat and stat.st_size}:{stat and stat.st_mtime_ns};".encode())
     return digest.hexdigest()

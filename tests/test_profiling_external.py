@@ -167,3 +167,29 @@ def test_no_profile_files_give_empty_tables(image_csv):
     )
     assert out["external_profiles"].num_rows == 0
     assert out["external_profiles"].schema.field("value").type == "double"
+
+
+def test_editing_a_profile_file_rebuilds_the_stage(tmp_path, image_csv):
+    import shutil
+
+    from conftest import ToyProject
+    from profiling_support import REPO
+
+    project = ToyProject(tmp_path / "project")
+    shutil.copy(REPO / "stages" / "external_profiles.py", project.root / "stages")
+    profile_frame().to_csv(project.root / "wells.csv", index=False)
+    project.config(
+        "[stages.external_profiles]\n"
+        'profile_files = ["mine=wells.csv"]\n'  # relative to the project folder
+        f'image_metadata = "{image_csv}"\n'
+    )
+    assert project.build().results[0].status == "built"
+    assert project.build().results[0].status == "up to date"
+    frame = profile_frame()
+    frame.loc[0, "Cells_AreaShape_Area"] = 1.0
+    frame.to_csv(project.root / "wells.csv", index=False)
+    assert project.build().results[0].status == "built"
+    assert project.query(
+        "select value from external_profiles where plate = 'Week1_100' and well = 'B02' "
+        "and feature_index = 1"
+    ) == [(1.0,)]
