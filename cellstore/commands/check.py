@@ -93,7 +93,7 @@ def check(
                     }
                 )
             )
-    else:
+    elif shown:
         _print_table(console, shown)
     n_errors = sum(r.blocking for r in results)
     n_warnings = sum(not r.passed and r.severity == "warn" for r in results)
