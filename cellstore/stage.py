@@ -79,6 +79,11 @@ def stage(
     Positional parameters name upstream tables; keyword-only parameters are settings
     (defaults here, overrides from `[stages.<name>]` in cellstore.toml).
 
+    Input relations share one DuckDB connection, and a DuckDB result stream
+    (`fetch_record_batch`, `to_arrow_reader`) ends silently as soon as that connection runs
+    another query: drain a stream before querying another input, or read in chunks with
+    separate queries (one plate at a time, say).
+
     outputs: table names the stage writes when it returns a dict (default: its name).
     incremental: key column(s); the stage then receives only rows of `incremental_input`
         (default: its first input) whose key is not yet in its output, and its result is
