@@ -150,10 +150,9 @@ def run_once(source: Path, workers: int, n_fields: int, batch_size: int) -> dict
         nuclei_s = time.perf_counter() - t0
         files = ", ".join(f"'{p}'" for p in nuclei.parts)
         con.execute(f"create table nuclei as select * from read_parquet([{files}])")
-        centres = con.table("nuclei").select("image_id, cell_id, object_number, x, y")
         t1 = time.perf_counter()
         crops = run_field_tasks(
-            fields.join(centres, "image_id"),
+            fields,
             con.table("illumination"),
             crops_task,
             CropSettings(),
@@ -161,7 +160,7 @@ def run_once(source: Path, workers: int, n_fields: int, batch_size: int) -> dict
             parts_dir=Path(scratch) / "crops",
             prefix="crops",
             schema=crops_schema(),
-            order="plate, image_id, object_number",
+            centres=con.table("nuclei"),
             batch_size=batch_size,
         )
         crops_s = time.perf_counter() - t1

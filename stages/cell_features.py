@@ -34,7 +34,7 @@ def cell_features(
     nucleus/cell × channel, 16 gray levels over the plate's intensity limits, distance
     `texture_distance` px at `reference_width`), channel Correlation, adjacent neighbours.
     """
-    from cellstore.imaging.driver import FIELD_COLUMNS, run_field_tasks
+    from cellstore.imaging.driver import run_field_tasks
     from cellstore.imaging.fields import Geometry
     from cellstore.imaging.tasks import FeatureSettings, features_schema, features_task
     from cellstore.parallel import task_pool
@@ -46,11 +46,9 @@ def cell_features(
         texture_levels=texture_levels,
         geometry=Geometry(reference_width),
     )
-    centres = nuclei.select("image_id, cell_id, object_number, x, y")
-    rows = images.select(", ".join(FIELD_COLUMNS)).join(centres, "image_id")
     with task_pool(scheduler, workers) as pool:
         run = run_field_tasks(
-            rows,
+            images,
             illumination,
             features_task,
             settings,
@@ -58,7 +56,7 @@ def cell_features(
             parts_dir=ctx.parts_dir,
             prefix="cell_features",
             schema=features_schema(),
-            order="plate, image_id, object_number",
+            centres=nuclei,
             batch_size=batch_size,
             progress=ctx.progress,
         )

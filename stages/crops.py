@@ -36,7 +36,7 @@ def crops(
     Fields whose files cannot be read any more go to `crops_rejected`.
     """
     from cellstore.imaging.crops import BORDER_RULES
-    from cellstore.imaging.driver import FIELD_COLUMNS, run_field_tasks
+    from cellstore.imaging.driver import run_field_tasks
     from cellstore.imaging.fields import Geometry
     from cellstore.imaging.tasks import CropSettings, crops_schema, crops_task
     from cellstore.parallel import task_pool
@@ -52,11 +52,9 @@ def crops(
         percentiles=(float(percentiles[0]), float(percentiles[1])),
         geometry=Geometry(reference_width),
     )
-    centres = nuclei.select("image_id, cell_id, object_number, x, y")
-    rows = images.select(", ".join(FIELD_COLUMNS)).join(centres, "image_id")
     with task_pool(scheduler, workers) as pool:
         run = run_field_tasks(
-            rows,
+            images,
             illumination,
             crops_task,
             settings,
@@ -64,7 +62,7 @@ def crops(
             parts_dir=ctx.parts_dir,
             prefix="crops",
             schema=crops_schema(),
-            order="plate, image_id, object_number",
+            centres=nuclei,
             batch_size=batch_size,
             progress=ctx.progress,
         )

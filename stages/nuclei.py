@@ -28,7 +28,7 @@ def nuclei(
     not_finite, blank, saturated (> `max_saturated_fraction` of a channel at the maximum)
     or no_nuclei (a readable field where nothing was found, e.g. all cells dead).
     """
-    from cellstore.imaging.driver import FIELD_COLUMNS, run_field_tasks
+    from cellstore.imaging.driver import run_field_tasks
     from cellstore.imaging.fieldio import QualityLimits
     from cellstore.imaging.fields import Geometry
     from cellstore.imaging.tasks import NucleiSettings, nuclei_schema, nuclei_task
@@ -39,10 +39,9 @@ def nuclei(
         geometry=Geometry(reference_width),
         quality=QualityLimits(max_saturated_fraction),
     )
-    fields = images.select(", ".join(FIELD_COLUMNS))
     with task_pool(scheduler, workers) as pool:
         run = run_field_tasks(
-            fields,
+            images,
             illumination,
             nuclei_task,
             settings,

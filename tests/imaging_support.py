@@ -105,8 +105,11 @@ def run_stage(
     ctx = StageContext(name, None, parts, scratch / "cache", dict(settings), None)
     if progress is not None:
         ctx.progress = lambda advance=1, total=None: progress.append((advance, total))
-    inputs = [con.table(table) for table in spec.inputs]
+    cursors = [con.cursor() for _ in spec.inputs]  # one per input, as the runner does
+    inputs = [cursor.table(table) for cursor, table in zip(cursors, spec.inputs, strict=True)]
     result = func(*inputs, ctx=ctx, **({"scheduler": "inline"} | settings))
+    for cursor in cursors:
+        cursor.close()
     outputs = result if isinstance(result, dict) else {name: result}
     for table, value in outputs.items():
         put(con, table, value)

@@ -6,7 +6,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from cellstore.imaging.driver import FIELD_COLUMNS, run_field_tasks
+from cellstore.imaging.driver import run_field_tasks
 from cellstore.imaging.parts import TaskResult, rejected_schema
 from cellstore.parallel import TaskPool
 
@@ -33,12 +33,13 @@ def _tables(n_plates: int, n_fields: int, n_cells: int) -> tuple[pa.Table, pa.Ta
             nuclei += [
                 {
                     "image_id": image_id,
+                    "plate": plate,
                     "cell_id": f"{image_id}_{k + 1}",
                     "object_number": k + 1,
                     "x": 1.0,
                     "y": 2.0,
                 }
-                for k in range(n_cells)
+                for k in range(0 if f % 10 == 9 else n_cells)  # every 10th field: no nucleus
             ]
         for channel in ("dapi", "tubulin", "actin"):
             function = np.full((12, 16), p + 1, np.float32)
@@ -70,31 +71,29 @@ def _count_rows(batch, plate, settings, path) -> TaskResult:
 
 
 def test_every_row_of_a_large_join_reaches_one_task(tmp_path):
-    images, nuclei, illumination = _tables(n_plates=3, n_fields=30, n_cells=70)  # 6,300 rows
+    images, nuclei, illumination = _tables(n_plates=3, n_fields=30, n_cells=70)  # 5,670 rows
     con = duckdb.connect()
     for name, table in (("images", images), ("nuclei", nuclei), ("illumination", illumination)):
         con.register(f"{name}_arrow", table)
         con.execute(f"create table {name} as select * from {name}_arrow")
-    rows = (
-        con.table("images")
-        .select(", ".join(FIELD_COLUMNS))
-        .join(con.table("nuclei").select("image_id, cell_id, object_number, x, y"), "image_id")
-    )
+    # Inputs on separate cursors, as the runner hands them over.
+    images_rel = con.cursor().table("images")
+    nuclei_rel = con.cursor().table("nuclei")
     events = []
     run = run_field_tasks(
-        rows,
-        con.table("illumination"),
+        images_rel,
+        con.cursor().table("illumination"),
         _count_rows,
         7,  # the stand-in's "settings": the batch size it must respect
         pool=TaskPool("inline"),
         parts_dir=tmp_path,
         prefix="test",
         schema=rejected_schema(),
-        order="plate, image_id, object_number",
+        centres=nuclei_rel,
         batch_size=7,
         progress=lambda advance, total: events.append((advance, total)),
     )
-    assert run.n_rows == 3 * 30 * 70
-    assert run.n_fields == 90
+    assert run.n_rows == 3 * 27 * 70
+    assert run.n_fields == 81  # fields with nuclei went to tasks
     assert sum(a for a, _ in events) == 90 and {t for _, t in events} == {90}
     assert len(run.parts) == 1 and run.parts[0].name == "test-empty.parquet"

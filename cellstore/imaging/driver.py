@@ -43,18 +43,30 @@ def count_fields(relation: Any) -> int:
     return int(relation.aggregate("count(distinct image_id)").fetchone()[0])
 
 
-def plate_batches(relation: Any, order: str, batch_size: int) -> Iterator[Any]:
-    """Batches of ≤ batch_size whole fields, plate after plate, rows sorted by `order`.
+CENTRE_COLUMNS = ("image_id", "cell_id", "object_number", "x", "y")
 
-    Each plate's rows are fetched in one query and held until its last batch is handed
-    out: memory follows the largest plate, not the dataset. (Not one streaming reader over
-    everything: a DuckDB connection keeps one open result, and the consumer queries the
-    same connection between batches, which would silently end the stream.)
+
+def plate_tables(fields: Any, centres: Any = None) -> Iterator[tuple[Any, int]]:
+    """(rows, n_fields) plate after plate: the plate's fields (sorted by image_id) or, with
+    `centres` (a nuclei relation), one row per nucleus of those fields, sorted by
+    (image_id, object_number); n_fields counts all the plate's fields, with or without rows.
+
+    Each plate is fetched with its own queries and joined here, in Arrow: memory follows
+    the largest plate, not the dataset, and the inputs may live on different DuckDB
+    connections (one open result per connection: a stream would end silently when another
+    query runs on its connection).
     """
-    plates = [row[0] for row in relation.aggregate("plate", "plate").order("plate").fetchall()]
+    plates = [row[0] for row in fields.aggregate("plate", "plate").order("plate").fetchall()]
     for plate in plates:
-        table = relation.filter(f"plate = {sql_literal(plate)}").order(order).to_arrow_table()
-        yield from field_batches(table.to_batches(), batch_size)
+        where = f"plate = {sql_literal(plate)}"
+        table = fields.filter(where).select(", ".join(FIELD_COLUMNS)).to_arrow_table()
+        n_fields = pa_count_distinct(table)
+        if centres is None:
+            yield table.sort_by("image_id"), n_fields
+            continue
+        nuclei = centres.filter(where).select(", ".join(CENTRE_COLUMNS)).to_arrow_table()
+        joined = table.join(nuclei, "image_id", join_type="inner", use_threads=False)
+        yield joined.sort_by([("image_id", "ascending"), ("object_number", "ascending")]), n_fields
 
 
 # ---- illumination lookup ---------------------------------------------------------------
@@ -108,7 +120,7 @@ class FieldRun:
 
 
 def run_field_tasks(
-    rows: Any,
+    fields: Any,
     illumination: Any,
     task: Callable[..., TaskResult],
     settings: Any,
@@ -117,26 +129,36 @@ def run_field_tasks(
     parts_dir: Path,
     prefix: str,
     schema: Any,
-    order: str = "plate, image_id",
+    centres: Any = None,
     batch_size: int = 16,
     progress: Progress | None = None,
 ) -> FieldRun:
     """Run `task(batch, plate_illumination, settings, part_path)` over batches of fields.
 
-    rows: relation with FIELD_COLUMNS (plus per-row columns, e.g. nucleus centres), sorted
-    here by `order`; each batch holds ≤ `batch_size` whole fields of one plate. The result
-    always has at least one part (an empty one carrying `schema` when no row was produced).
+    fields: relation with FIELD_COLUMNS (the images to process); centres: optional nuclei
+    relation, joined per plate so each batch row is one nucleus (fields without nuclei
+    have no row: they only count for progress). A batch holds ≤ `batch_size` whole fields
+    of one plate. The result always has at least one part (an empty one carrying `schema`
+    when no row was produced).
     """
-    _require(rows, FIELD_COLUMNS, "images")
+    _require(fields, FIELD_COLUMNS, "images")
+    if centres is not None:
+        _require(centres, ("plate", *CENTRE_COLUMNS), "nuclei")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    total = count_fields(rows)
+    total = count_fields(fields)
     run = FieldRun()
     cache = _PlateCache(illumination)
 
     def tasks() -> Iterator[tuple[Any, ...]]:
-        for index, batch in enumerate(plate_batches(rows, order, batch_size)):
-            plate = cache.get(batch["plate"][0].as_py())
-            yield batch, plate, settings, str(parts_dir / f"{prefix}-{index:06d}.parquet")
+        index = 0
+        for table, n_fields in plate_tables(fields, centres):
+            n_with_rows = pa_count_distinct(table)
+            if progress is not None and n_fields > n_with_rows:
+                progress(n_fields - n_with_rows, total=total)  # nothing to do for those
+            for batch in field_batches(table.to_batches(), batch_size):
+                plate = cache.get(batch["plate"][0].as_py())
+                yield batch, plate, settings, str(parts_dir / f"{prefix}-{index:06d}.parquet")
+                index += 1
 
     def on_done(result: TaskResult) -> None:
         if result.part:
@@ -149,9 +171,17 @@ def run_field_tasks(
 
     pool.run(task, tasks(), on_done)
     if not run.parts:
-        run.parts.append(Path(write_empty_part(schema, str(parts_dir / f"{prefix}-empty.parquet"))))
+        empty = parts_dir / f"{prefix}-empty.parquet"
+        run.parts.append(Path(write_empty_part(schema, str(empty))))
     run.parts.sort()
     return run
+
+
+def pa_count_distinct(table: Any) -> int:
+    """Distinct image_id values of an Arrow table."""
+    import pyarrow.compute as pc
+
+    return pc.count_distinct(table["image_id"]).as_py() if table.num_rows else 0
 
 
 # ---- illumination ----------------------------------------------------------------------
@@ -246,9 +276,9 @@ def build_illumination(
         state.sums = {}
 
     def sum_tasks() -> Iterator[tuple[Any, ...]]:
-        fields = images.select(", ".join(FIELD_COLUMNS))
-        for batch in plate_batches(fields, "plate, image_id", batch_size):
-            yield batch, settings.downscale, settings.quality
+        for table, _ in plate_tables(images):
+            for batch in field_batches(table.to_batches(), batch_size):
+                yield batch, settings.downscale, settings.quality
 
     def on_sums(result: TaskResult) -> None:
         if result.n_fields == 0:
@@ -277,7 +307,8 @@ def build_illumination(
             "select * from fields qualify row_number() over "
             f"(partition by plate order by hash(image_id), image_id) <= {int(settings.sample)}",
         )
-        for batch in plate_batches(sample, "plate, image_id", max(1, settings.sample)):
+        for table, _ in plate_tables(sample):
+            batch = table  # one task per plate: its sample of fields
             plate = batch["plate"][0].as_py()
             yield (
                 batch,
