@@ -58,3 +58,21 @@ def test_unsorted_input_is_an_error():
     table = pa.table({"plate": ["A", "A", "A"], "image_id": ["x", "y", "x"]})
     with pytest.raises(ValueError, match="not sorted"):
         list(field_batches(table.to_batches(max_chunksize=1), batch_size=1))
+
+
+def test_compact_batches_pickle_without_their_parent_and_keep_values():
+    import pickle
+
+    from cellstore.imaging.batches import compact
+
+    big = pa.table(
+        {
+            "image_id": [f"f{i // 10:04d}" for i in range(20000)],
+            "path_dapi": [f"/data/plate/f{i // 10:04d}_w1.tif" for i in range(20000)],
+        }
+    )
+    piece = big.slice(100, 50)
+    small = compact(piece)
+    assert len(pickle.dumps(small)) < len(pickle.dumps(piece)) / 20
+    assert small["path_dapi"].to_pylist() == piece["path_dapi"].to_pylist()
+    assert small["image_id"].to_pylist() == piece["image_id"].to_pylist()

@@ -84,3 +84,20 @@ def _split(table: Any, batch_size: int, key: str, group: str, final: bool) -> tu
             begin = i
     rest_start = starts[begin] if begin < len(starts) else table.num_rows
     return emitted, table.slice(rest_start)
+
+
+def compact(batch: Any) -> Any:
+    """A self-contained copy of a batch, for sending to a worker.
+
+    A pyarrow slice pickles with its parent's whole buffers (a 16-field slice of a plate's
+    nucleus rows: 5.8 MB and ~18 ms instead of 0.7 MB and ~1 ms); repeated path strings are
+    dictionary-encoded on top.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = batch.take(pa.array(np.arange(batch.num_rows)))
+    for index, name in enumerate(table.column_names):
+        if name.startswith("path_"):
+            table = table.set_column(index, name, pc.dictionary_encode(table[name]))
+    return table

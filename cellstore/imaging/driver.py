@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cellstore.imaging.batches import field_batches
+from cellstore.imaging.batches import compact, field_batches
 from cellstore.imaging.fieldio import CHANNELS, QualityLimits
 from cellstore.imaging.fields import PlateIllumination
 from cellstore.imaging.illumination import MeanImage, flat_function, illumination_function
@@ -157,7 +157,8 @@ def run_field_tasks(
                 progress(n_fields - n_with_rows, total=total)  # nothing to do for those
             for batch in field_batches(table.to_batches(), batch_size):
                 plate = cache.get(batch["plate"][0].as_py())
-                yield batch, plate, settings, str(parts_dir / f"{prefix}-{index:06d}.parquet")
+                part = str(parts_dir / f"{prefix}-{index:06d}.parquet")
+                yield compact(batch), plate, settings, part
                 index += 1
 
     def on_done(result: TaskResult) -> None:
@@ -278,7 +279,7 @@ def build_illumination(
     def sum_tasks() -> Iterator[tuple[Any, ...]]:
         for table, _ in plate_tables(images):
             for batch in field_batches(table.to_batches(), batch_size):
-                yield batch, settings.downscale, settings.quality
+                yield compact(batch), settings.downscale, settings.quality
 
     def on_sums(result: TaskResult) -> None:
         if result.n_fields == 0:
@@ -308,10 +309,9 @@ def build_illumination(
             f"(partition by plate order by hash(image_id), image_id) <= {int(settings.sample)}",
         )
         for table, _ in plate_tables(sample):
-            batch = table  # one task per plate: its sample of fields
-            plate = batch["plate"][0].as_py()
+            plate = table["plate"][0].as_py()
             yield (
-                batch,
+                compact(table),  # one task per plate: its sample of fields
                 _plate_functions(plate, finished[plate]),
                 settings.percentiles,
                 settings.quality,
