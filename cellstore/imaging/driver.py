@@ -89,16 +89,21 @@ def plate_illumination(illumination: Any, plate: str) -> PlateIllumination:
 
 
 class _PlateCache:
-    """Holds only the current plate's illumination: fields arrive in plate order."""
+    """Holds only the current plate's illumination (fields arrive in plate order), sent to
+    the workers once per plate rather than with every task (~1 MB at full size)."""
 
-    def __init__(self, illumination: Any) -> None:
+    def __init__(self, illumination: Any, pool: Any) -> None:
         self.illumination = illumination
-        self.current: PlateIllumination | None = None
+        self.pool = pool
+        self.plate: str | None = None
+        self.shared: Any = None
 
-    def get(self, plate: str) -> PlateIllumination:
-        if self.current is None or self.current.plate != plate:
-            self.current = plate_illumination(self.illumination, plate)
-        return self.current
+    def get(self, plate: str) -> Any:
+        if plate != self.plate:
+            self.shared = None  # drop the previous plate's future before sharing the next
+            self.shared = self.pool.share(plate_illumination(self.illumination, plate))
+            self.plate = plate
+        return self.shared
 
 
 # ---- per-field stages (nuclei, crops, cell_features) ------------------------------------
@@ -147,7 +152,7 @@ def run_field_tasks(
     parts_dir.mkdir(parents=True, exist_ok=True)
     total = count_fields(fields)
     run = FieldRun()
-    cache = _PlateCache(illumination)
+    cache = _PlateCache(illumination, pool)
 
     def tasks() -> Iterator[tuple[Any, ...]]:
         index = 0
