@@ -1,6 +1,10 @@
-"""Cells → wells (mean, median): cellstore's DuckDB SQL path vs pycytominer.aggregate.
+"""Cells → wells (mean, median): cellstore's aggregate vs pycytominer.aggregate.
 
 Usage: python benchmarks/bench_aggregate.py [--cells 1000000] [--features 512] [--repeats 3]
+
+cellstore's side is `cellstore.profiling.aggregate.aggregate` on `read_parquet(...)`: means in
+DuckDB SQL (one scan), exact medians by numpy partition on column slices (one DuckDB scan per
+slice, `--columns-per-pass` or the library's default).
 
 Both sides read the same Parquet file of per-cell features (float32, CellProfiler-style
 names, cells of a well contiguous as in per-image exports) and return one row per
@@ -66,7 +70,9 @@ def make_cells(path: Path, n_cells: int, n_features: int, n_plates: int, seed: i
     tmp.replace(path)
 
 
-def run_worker(side: str, operation: str, data: Path, out: Path, columns_per_pass: int) -> None:
+def run_worker(
+    side: str, operation: str, data: Path, out: Path, columns_per_pass: int | None
+) -> None:
     """One measured aggregation (read + aggregate, imports excluded); prints {"seconds": s}."""
     if side == "cellstore":
         import duckdb
@@ -149,7 +155,9 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=512)
     parser.add_argument("--plates", type=int, default=55, help="60 wells each")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--columns-per-pass", type=int, default=64, help="median passes")
+    parser.add_argument(
+        "--columns-per-pass", type=int, default=None, help="median columns per scan"
+    )
     parser.add_argument("--warm-gb", type=float, default=8.0)
     parser.add_argument("--data", type=Path, default=Path("/tmp/cellstore-bench-aggregate"))
     parser.add_argument("--pycytominer-venv", type=Path, default=Path("/tmp/pycyto-venv"))
@@ -190,9 +198,9 @@ def main() -> None:
                     str(data),
                     "--out",
                     str(out),
-                    "--columns-per-pass",
-                    str(args.columns_per_pass),
                 ]
+                if args.columns_per_pass:
+                    command += ["--columns-per-pass", str(args.columns_per_pass)]
                 run = measure(command, env)
                 results.setdefault((side, operation), []).append(run)
                 print(

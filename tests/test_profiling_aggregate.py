@@ -48,6 +48,92 @@ def test_aggregate_matches_pandas_groupby(cells, operation, columns_per_pass):
     np.testing.assert_allclose(result[features], expected[features].astype(np.float64), rtol=1e-5)
 
 
+def cells_with_gaps() -> pa.Table:
+    """Cells in wells of 1-9 cells (odd and even), NaN and NULL values, a NULL plate."""
+    rng = np.random.default_rng(7)
+    sizes = [1, 2, 3, 4, 6, 9, 5, 8]
+    plates = ["P1"] * 4 + ["P2"] * 3 + [None]
+    plate = np.repeat(np.array(plates, dtype=object), sizes)
+    well = np.repeat([f"A{i:02d}" for i in range(len(sizes))], sizes)
+    order = rng.permutation(len(well))  # wells interleaved: rows must be regrouped
+    n = len(well)
+    f32 = rng.normal(size=n).astype(np.float32)
+    f32[rng.random(n) < 0.25] = np.nan
+    f64 = rng.normal(size=n)
+    counts = rng.integers(0, 50, n)
+    return pa.table(
+        {
+            "Metadata_Plate": pa.array(plate[order]),
+            "Metadata_Well": pa.array(well[order]),
+            "Cells_nan": pa.array(f32[order]),  # NaN values
+            "Cells_null": pa.array(f32[order], mask=rng.random(n) < 0.25),  # and NULLs
+            "Cells_f64": pa.array(f64[order]),
+            "Nuclei_count": pa.array(counts[order], mask=rng.random(n) < 0.1),  # int with NULLs
+        }
+    )
+
+
+def pycytominer_median(cells: pd.DataFrame, strata: list[str], features: list[str]):
+    """pycytominer.aggregate's median: features as float64, pandas groupby, NaN strata kept."""
+    values = cells[features].astype(float)
+    return pd.concat([cells[strata], values], axis=1).groupby(strata, dropna=False).median()
+
+
+@pytest.mark.parametrize("columns_per_pass", [None, 1, 3])
+def test_median_is_exact_with_nan_null_values_and_null_strata(columns_per_pass):
+    table = cells_with_gaps()
+    con = duckdb.connect()
+    con.register("cells", table)
+    strata = ["Metadata_Plate", "Metadata_Well"]
+    features = table.column_names[2:]
+    result = aggregate(
+        con, "cells", strata, features, "median", columns_per_pass=columns_per_pass
+    ).to_pandas()
+    cells = table.to_pandas()
+    expected = pycytominer_median(cells, strata, features)
+    assert list(result.columns) == [*strata, "n_cells", *features]
+    keys = [tuple(None if pd.isna(v) else v for v in row) for row in result[strata].values]
+    assert keys == [tuple(None if pd.isna(v) else v for v in key) for key in expected.index]
+    assert keys[-1] == (None, "A07")  # null strata: a group of their own, sorted last
+    np.testing.assert_array_equal(
+        result["n_cells"], cells.groupby(strata, dropna=False).size().to_numpy()
+    )
+    np.testing.assert_array_equal(result[features].to_numpy(), expected.to_numpy())
+    assert result[features].dtypes.eq(np.float64).all()
+
+
+def test_median_regroups_a_source_whose_row_order_changes_between_scans(monkeypatch):
+    import cellstore.profiling.aggregate as module
+
+    table = cells_with_gaps()
+    con = duckdb.connect()
+    con.register("cells", table)
+    regrouped = []
+    by_own_keys = module._median_by_own_keys
+
+    def spy(*args, **kwargs):
+        regrouped.append(args[3])
+        return by_own_keys(*args, **kwargs)
+
+    monkeypatch.setattr(module, "_median_by_own_keys", spy)
+    strata = ["Metadata_Plate", "Metadata_Well"]
+    features = table.column_names[2:]
+    aggregate(con, "cells", strata, features, "median", columns_per_pass=2)
+    assert regrouped == []  # a table scans in the same order every time
+    shuffled = "(select * from cells order by random())"
+    result = aggregate(con, shuffled, strata, features, "median", columns_per_pass=2)
+    assert regrouped == [features[:2], features[2:]]  # every pass saw another order
+    expected = pycytominer_median(table.to_pandas(), strata, features)
+    np.testing.assert_array_equal(result.select(features).to_pandas(), expected.to_numpy())
+
+
+def test_median_rejects_text_features():
+    con = duckdb.connect()
+    con.register("cells", pa.table({"well": ["A01", "A01"], "Cells_name": ["x", "y"]}))
+    with pytest.raises(ValueError, match="column 'Cells_name' is string"):
+        aggregate(con, "cells", ["well"], ["Cells_name"], "median")
+
+
 def test_aggregate_sql_quotes_identifiers_and_rejects_unknown_operations():
     text = aggregate_sql("t", ["plate"], ['odd "name"'], "mean")
     assert 'avg("odd ""name""") as "odd ""name"""' in text
