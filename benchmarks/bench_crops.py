@@ -16,8 +16,10 @@ before each run (idle VM memory is slow to touch again, DESIGN §9), and the tab
 medians: fields/s over both passes, seconds per pass, CPU time per field of the workers
 (summed) and of the driver (a load-independent cost: on two idle cores, fields/s can reach
 at most 2000 / worker CPU ms per field), peak RSS of the driver and of the largest worker,
-and the machine's load average during the run. A last row runs 2 workers
-on a quarter of the fields: the driver's peak should not grow with the number of fields.
+and the machine's load average during the run. The driver's peak is taken over the
+timed passes only (setup: loading the images table, computing illumination in-process). A
+last row runs 2 workers on a quarter of the fields: the driver's peak should not grow with
+the number of fields.
 Bars: ≥ 15 fields/s with 2 workers, and 2 workers ≥ 1.7× one worker.
 """
 
@@ -73,6 +75,16 @@ def peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's VmHWM from its current RSS (Linux: clear_refs 5), so the
+    driver's peak covers the measured passes, not the setup before them."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        pass
 
 
 def cpu_seconds() -> float:
@@ -135,6 +147,7 @@ def run_once(source: Path, workers: int, n_fields: int, batch_size: int) -> dict
         cluster_s = time.perf_counter() - started
         workers_cpu = sum(pool.client.run(cpu_seconds).values())
         driver_cpu = cpu_seconds()
+        reset_peak_rss()
         t0 = time.perf_counter()
         nuclei = run_field_tasks(
             fields,
