@@ -7,6 +7,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+# Settings of image stages that change how they run, not what they output (not fingerprinted).
+RUNTIME_SETTINGS = ("scheduler", "workers", "batch_size")
+
 INLINE = "inline"
 
 # Set in each worker process before it starts (dask's pre-spawn environment):

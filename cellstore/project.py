@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
@@ -142,18 +143,20 @@ def _load_sql_stage(path: Path) -> StageDef:
     )
 
 
+@functools.cache
+def _parser() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB for parsing every SQL stage (a connection costs ~20 ms)."""
+    return duckdb.connect(":memory:")
+
+
 def _tables_read(path: Path, query: str) -> set[str]:
     """Tables a query reads, CTE names excluded, from DuckDB's parse tree.
 
     `duckdb.get_table_names` also runs the binder, which rejects valid stages (a `join ...
     using (col)` on a table it cannot see), so walk the parser's JSON instead.
     """
-    con = duckdb.connect(":memory:")
-    try:
-        literal = "'" + query.replace("'", "''") + "'"
-        tree = json.loads(con.execute(f"select json_serialize_sql({literal})").fetchone()[0])
-    finally:
-        con.close()
+    literal = "'" + query.replace("'", "''") + "'"
+    tree = json.loads(_parser().execute(f"select json_serialize_sql({literal})").fetchone()[0])
     if tree.get("error"):
         raise CellstoreError(f"{path}: SQL does not parse: {tree.get('error_message', '')}")
     tables: set[str] = set()

@@ -137,12 +137,14 @@ class Runner:
 
     def _definition_fp(self, stage: StageDef) -> str:
         version = stage.spec.version if stage.spec else None
+        unhashed = stage.spec.unhashed if stage.spec else frozenset()
+        settings = {k: v for k, v in self.settings[stage.name].items() if k not in unhashed}
         return _digest(
             {
                 "kind": stage.kind,
                 "source": stage.source_text,
                 "version": version,
-                "settings": self.settings[stage.name],
+                "settings": settings,
             }
         )
 

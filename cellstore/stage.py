@@ -27,6 +27,7 @@ class StageSpec:
     version: str
     wants_ctx: bool
     watch: Callable[[dict[str, Any], StageContext], str] | None = None
+    unhashed: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -73,6 +74,7 @@ def stage(
     artifact: bool = False,
     version: str = "1",
     watch: Callable[[dict[str, Any], StageContext], str] | None = None,
+    unhashed: Sequence[str] = (),
 ) -> Any:
     """Register a function as a stage named after the function.
 
@@ -94,6 +96,8 @@ def stage(
     watch: called with the resolved settings and a context (its `cache_dir` and `config`
         are set), returns a cheap digest of outside state the stage reads (a source
         folder's listing, say); a new digest means a rebuild.
+    unhashed: settings that change how the stage runs but not what it outputs (a dask
+        scheduler address, a worker count): changing them does not trigger a rebuild.
     """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -135,9 +139,13 @@ def stage(
             version=version,
             wants_ctx="ctx" in sig.parameters,
             watch=watch,
+            unhashed=frozenset(unhashed),
         )
         if spec.name not in spec.outputs:
             raise TypeError(f"stage {fn.__name__}: outputs must include the stage's own name")
+        unknown = sorted(set(unhashed) - set(settings))
+        if unknown:
+            raise TypeError(f"stage {fn.__name__}: unhashed names no setting: {unknown}")
         fn.__cellstore_stage__ = spec  # type: ignore[attr-defined]
         return fn
 

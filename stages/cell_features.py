@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import Parts, stage
 
 
-@stage(outputs=["cell_features", "cell_features_rejected"], incremental="image_id")
+@stage(
+    outputs=["cell_features", "cell_features_rejected"],
+    incremental="image_id",
+    unhashed=RUNTIME_SETTINGS,
+)
 def cell_features(
     images: Any,
     nuclei: Any,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import stage
 
 
-@stage(incremental="plate")
+@stage(incremental="plate", unhashed=RUNTIME_SETTINGS)
 def illumination(
     images: Any,
     ctx: Any,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import Parts, stage
 
 
-@stage(outputs=["nuclei", "nuclei_rejected"], incremental="image_id")
+@stage(outputs=["nuclei", "nuclei_rejected"], incremental="image_id", unhashed=RUNTIME_SETTINGS)
 def nuclei(
     images: Any,
     illumination: Any,

@@ -191,3 +191,10 @@ def test_gc_removes_files_left_by_a_killed_write(toy):
     assert f"orphaned files deleted: {len(before)}" in out
     assert data_files() == []
     assert toy.query("select count(*) from numbers") == [(5,)]
+
+
+def test_usage_errors_print_usage_not_a_traceback(toy):
+    proc = toy.cli("build", "--select", "numbers", "doubled")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "unexpected extra argument" in proc.stderr

@@ -382,3 +382,22 @@ def test_watch_hook_sees_outside_state_the_stage_created(toy, tmp_path):
     assert statuses(result) == {"numbers": "built"}
     assert result.results[0].reason == "input changed: source files"
     assert toy.query("select sum(i) from numbers") == [(9,)]
+
+
+def test_unhashed_settings_do_not_trigger_a_rebuild(toy):
+    toy.py(
+        "numbers",
+        """
+        import pyarrow as pa
+        from cellstore.stage import stage
+
+        @stage(unhashed=("workers",))
+        def numbers(*, n: int = 5, workers: int = 1):
+            return pa.table({"i": list(range(n))})
+        """,
+    )
+    toy.build()
+    toy.config("[stages.numbers]\nworkers = 4\n")
+    assert set(statuses(toy.build()).values()) == {"up to date"}
+    toy.config("[stages.numbers]\nworkers = 4\nn = 6\n")
+    assert statuses(toy.build())["numbers"] == "built"

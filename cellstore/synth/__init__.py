@@ -1,7 +1,9 @@
 """Synthetic BBBC021 plates with MoA- and dose-dependent phenotypes and batch effects."""
 
+from typing import Any
+
 from cellstore.synth.demo import DEMO, demo_fingerprint, demo_source
-from cellstore.synth.generate import GENERATOR_VERSION, SynthParams, generate
+from cellstore.synth.params import GENERATOR_VERSION, SynthParams
 
 __all__ = [
     "DEMO",
@@ -11,3 +13,13 @@ __all__ = [
     "demo_source",
     "generate",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The generator pulls in scipy and the renderer: load it only when asked for, so a
+    # fingerprint of the demo (every no-op build computes one) stays cheap.
+    if name == "generate":
+        from cellstore.synth.generate import generate
+
+        return generate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from cellstore.synth.generate import SUMMARY_FILE, SynthParams, generate
+from cellstore.synth.params import SUMMARY_FILE, SynthParams
 
 # The demo covers every annotated treatment (103 + DMSO, 962 wells on all 55 plates and
 # 10 Weeks) with one site per well at half resolution (640×512; nuclei ~10 px across).
@@ -49,6 +49,8 @@ def demo_source(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _fingerprint_of(target) == demo_fingerprint():
             return target
+        from cellstore.synth.generate import generate  # heavy (scipy); only when generating
+
         scratch = Path(tempfile.mkdtemp(prefix=f"{DEMO_FOLDER}.tmp.", dir=cache))
         try:
             generate(

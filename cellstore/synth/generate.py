@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import time
@@ -27,6 +26,7 @@ from cellstore.sources.bbbc021 import (
 )
 from cellstore.sources.csvfile import read_csv
 from cellstore.synth.cells import FieldCells, expected_cell_count, sample_field
+from cellstore.synth.params import GENERATOR_VERSION, SUMMARY_FILE, SynthParams
 from cellstore.synth.phenotypes import (
     AXES,
     AXIS_INDEX,
@@ -40,9 +40,6 @@ from cellstore.synth.phenotypes import (
 )
 from cellstore.synth.render import Imaging, field_shape, render_field
 
-# Bump when the generator's output changes for the same parameters (invalidates caches).
-GENERATOR_VERSION = "1"
-SUMMARY_FILE = "cellstore_synth.json"
 GROUND_TRUTH_DIR = "ground_truth"
 CHANNEL_COLUMNS = ("DAPI", "Tubulin", "Actin")
 
@@ -50,22 +47,6 @@ CHANNEL_COLUMNS = ("DAPI", "Tubulin", "Actin")
 def shipped_metadata() -> Path:
     """The folder holding the real BBBC021 metadata shipped with cellstore."""
     return Path(str(resources.files("cellstore") / "data" / "bbbc021"))
-
-
-@dataclass(frozen=True)
-class SynthParams:
-    """Everything that determines a generated source (its fingerprint)."""
-
-    plates: tuple[str, ...] | None = None  # None: every plate of the metadata
-    sites: int | None = None  # None: every site (4); N: sites 1..N of each well
-    scale: float = 1.0  # 1: 1280×1024 images; 0.5: 640×512 (same cells, coarser pixels)
-    seed: int = 0
-    wells: str = "all"  # "all" or "annotated" (treatments in moa.csv, DMSO included)
-    density: float = 1.0  # multiplies the number of cells per field
-
-    def fingerprint(self) -> str:
-        payload = json.dumps(asdict(self) | {"version": GENERATOR_VERSION}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
