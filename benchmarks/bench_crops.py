@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_crops.py [--source DIR] [--fields 160] [--repeats 3]
 
-Fields are full-size (1280×1024) synthetic plates from `cellstore.synth.generate`
+Fields are full-size (1280×1024) synthetic plates from `cellstore.synth.generate()`
 (generated once into --cache, reused) or any BBBC021-layout folder (--source). The crops
 path is what turns raw fields into crops: the nuclei stage's work (read the 3 TIFFs, check
 them, correct DAPI, detect nuclei, write a Parquet part) followed by the crops stage's work

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from cellstore.sources.bbbc021 import read_image_rows, read_moa
-from cellstore.synth.generate import shipped_metadata
+from cellstore.synth.plates import shipped_metadata
 
 
 @pytest.fixture(scope="module")

@@ -225,7 +225,7 @@ def test_watch_digest_sees_a_new_plate_but_not_a_read(source: Path, generated: P
 def test_real_metadata_every_row_accounted_for_without_images(tmp_path: Path):
     """The shipped metadata (13,200 rows) parses cleanly; with no TIFFs every row is a
     missing file, none is dropped."""
-    from cellstore.synth.generate import shipped_metadata
+    from cellstore.synth.plates import shipped_metadata
 
     images, rejected = load_images(shipped_metadata())
     assert images.num_rows == 0
@@ -236,7 +236,7 @@ def test_real_metadata_every_row_accounted_for_without_images(tmp_path: Path):
 
 def test_empty_source_builds_the_demo_once_with_progress(tmp_path: Path, monkeypatch):
     from cellstore.synth import demo as demo_module
-    from cellstore.synth.generate import SynthParams
+    from cellstore.synth.plates import SynthParams
 
     monkeypatch.setattr(
         demo_module, "DEMO", SynthParams(plates=(PLATE,), sites=1, scale=0.05, wells="annotated")

@@ -16,13 +16,13 @@ from cellstore.sources.bbbc021 import IMAGE_COLUMNS, read_moa
 from cellstore.synth import demo as demo_module
 from cellstore.synth import generate
 from cellstore.synth.cells import sample_field
-from cellstore.synth.generate import (
+from cellstore.synth.phenotypes import AXES, MOA_EFFECTS, moa_vector, week_effects
+from cellstore.synth.plates import (
     SynthParams,
     _read_fields,
     _select,
     shipped_metadata,
 )
-from cellstore.synth.phenotypes import AXES, MOA_EFFECTS, moa_vector, week_effects
 from cellstore.synth.render import Imaging, field_shape, render_field
 
 SMALL = "Week5_29301"  # 12 annotated wells

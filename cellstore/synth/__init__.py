@@ -19,7 +19,7 @@ def __getattr__(name: str) -> Any:
     # The generator pulls in scipy and the renderer: load it only when asked for, so a
     # fingerprint of the demo (every no-op build computes one) stays cheap.
     if name == "generate":
-        from cellstore.synth.generate import generate
+        from cellstore.synth.plates import generate
 
         return generate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

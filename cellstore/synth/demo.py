@@ -49,7 +49,7 @@ def demo_source(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _fingerprint_of(target) == demo_fingerprint():
             return target
-        from cellstore.synth.generate import generate  # heavy (scipy); only when generating
+        from cellstore.synth.plates import generate  # heavy (scipy); only when generating
 
         scratch = Path(tempfile.mkdtemp(prefix=f"{DEMO_FOLDER}.tmp.", dir=cache))
         try:
