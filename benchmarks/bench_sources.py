@@ -77,6 +77,8 @@ def main() -> None:
 
     from cellstore.synth import DEMO
 
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_sources.", dir=args.workdir))
     rows: list[tuple[str, str, str, str, str]] = []
     try:
