@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cellstore.errors import CellstoreError
+from cellstore.options import ConfigOpt, ProjectOpt, WarehouseOpt
 
 app = typer.Typer(
     name="cellstore",
@@ -26,17 +27,6 @@ app = typer.Typer(
 # Piped output (scripts, CI logs) gets wide tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
-
-WarehouseOpt = Annotated[
-    Path | None,
-    typer.Option("--warehouse", "-w", help="Warehouse folder [default: config or ./warehouse]."),
-]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Config file [default: ./cellstore.toml].")
-]
-ProjectOpt = Annotated[
-    Path, typer.Option("--project", help="Project folder holding sql/, stages/, schemas/.")
-]
 
 
 def fail(message: str) -> None:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cellstore.options import ConfigOpt, ProjectOpt, WarehouseOpt
+
 
 def check(
     table: Annotated[
@@ -18,18 +20,9 @@ def check(
     output: Annotated[
         str, typer.Option("--format", "-f", help="table (rich) or json (one object per check).")
     ] = "table",
-    warehouse: Annotated[
-        Path | None,
-        typer.Option(
-            "--warehouse", "-w", help="Warehouse folder (default: config, else ./warehouse)."
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Config file (default: ./cellstore.toml).")
-    ] = None,
-    project: Annotated[
-        Path, typer.Option("--project", help="Project folder holding schemas/.")
-    ] = Path("."),
+    warehouse: WarehouseOpt = None,
+    config: ConfigOpt = None,
+    project: ProjectOpt = Path("."),
 ) -> None:
     """Check committed tables against schemas/<table>.yml (read-only; nothing is recorded).
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cellstore.options import ConfigOpt, WarehouseOpt
+
 
 def export(
     table: Annotated[str, typer.Argument(help="Table to export, e.g. treatment_profiles.")],
@@ -28,15 +30,8 @@ def export(
         str | None,
         typer.Option("--postprocessing", help="Only rows of this post-processing variant."),
     ] = None,
-    warehouse: Annotated[
-        Path | None,
-        typer.Option(
-            "--warehouse", "-w", help="Warehouse folder (default: config, else ./warehouse)."
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Config file (default: ./cellstore.toml).")
-    ] = None,
+    warehouse: WarehouseOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Export TABLE to --out, written atomically; an existing file is kept unless --force.
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cellstore.options import ConfigOpt, WarehouseOpt
+
 
 def report(
     out: Annotated[
@@ -22,15 +24,8 @@ def report(
     at: Annotated[
         int | None, typer.Option("--at", help="Report on the warehouse as of this snapshot id.")
     ] = None,
-    warehouse: Annotated[
-        Path | None,
-        typer.Option(
-            "--warehouse", "-w", help="Warehouse folder (default: config, else ./warehouse)."
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Config file (default: ./cellstore.toml).")
-    ] = None,
+    warehouse: WarehouseOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Write an HTML report (readable offline) with PNG plots into --out.
 
