@@ -48,9 +48,11 @@ def synth(
         raise CellstoreError(
             f"{out} already holds a source ({IMAGE_CSV}); pass --force to overwrite"
         )
-    chosen = None if plates.strip().lower() == "all" else [
-        name.strip() for name in plates.split(",") if name.strip()
-    ]
+    chosen = (
+        None
+        if plates.strip().lower() == "all"
+        else [name.strip() for name in plates.split(",") if name.strip()]
+    )
     console = Console(stderr=True)
     with Progress(
         "[progress.description]{task.description}",
