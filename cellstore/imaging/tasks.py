@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -126,43 +127,53 @@ def nuclei_task(
 
     from cellstore.imaging.segmentation import detect_nuclei
 
+    def measure(item: Any, images: dict[str, np.ndarray]) -> Any:
+        params = settings.params(item.shape[1])
+        found = detect_nuclei(
+            images["dapi"],
+            params,
+            illumination=plate.function("dapi", item.shape, params.factor()),
+        )
+        if len(found) == 0:
+            raise FieldRejected(fieldio.NO_NUCLEI, "no nucleus found on DAPI")
+        n = len(found)
+        numbers = np.arange(1, n + 1, dtype=np.int32)
+        return pa.table(
+            {
+                "image_id": [item.image_id] * n,
+                "cell_id": _cell_ids(item.image_id, numbers),
+                "object_number": numbers,
+                "plate": [item.plate] * n,
+                "well": [item.well] * n,
+                "x": found.x.astype(np.float32),
+                "y": found.y.astype(np.float32),
+                "area": found.area.astype(np.float32),
+                "mean_intensity": found.mean_intensity.astype(np.float32),
+                "integrated_intensity": (found.mean_intensity * found.area).astype(np.float32),
+                "touches_border": found.touches_border,
+            }
+        )
+
+    return _run_fields(batch, settings.quality, measure, nuclei_schema(), out_path)
+
+
+def _run_fields(
+    batch: Any,
+    quality: Any,
+    measure: Callable[[Any, dict[str, np.ndarray]], Any],
+    schema: Any,
+    out_path: str,
+) -> TaskResult:
+    """The loop every field task shares: read and check each field, measure it into a table
+    (or reject it with a reason), then write one Parquet part."""
     started = time.perf_counter()
     tables, rejected, n_fields = [], [], 0
     for item in iter_fields(batch):
         n_fields += 1
         try:
-            images = read_checked(item, settings.quality)
-            params = settings.params(item.shape[1])
-            found = detect_nuclei(
-                images["dapi"],
-                params,
-                illumination=plate.function("dapi", item.shape, params.factor()),
-            )
-            if len(found) == 0:
-                raise FieldRejected(fieldio.NO_NUCLEI, "no nucleus found on DAPI")
+            tables.append(measure(item, read_checked(item, quality)))
         except FieldRejected as error:
             rejected.append(rejected_row(item, error))
-            continue
-        n = len(found)
-        numbers = np.arange(1, n + 1, dtype=np.int32)
-        tables.append(
-            pa.table(
-                {
-                    "image_id": [item.image_id] * n,
-                    "cell_id": _cell_ids(item.image_id, numbers),
-                    "object_number": numbers,
-                    "plate": [item.plate] * n,
-                    "well": [item.well] * n,
-                    "x": found.x.astype(np.float32),
-                    "y": found.y.astype(np.float32),
-                    "area": found.area.astype(np.float32),
-                    "mean_intensity": found.mean_intensity.astype(np.float32),
-                    "integrated_intensity": (found.mean_intensity * found.area).astype(np.float32),
-                    "touches_border": found.touches_border,
-                }
-            )
-        )
-    schema = nuclei_schema()
     part = write_part(tables, schema, out_path)
     n_rows = sum(t.num_rows for t in tables)
     return TaskResult(part, n_fields, n_rows, rejected, time.perf_counter() - started)
@@ -252,15 +263,7 @@ def crops_task(
 
     from cellstore.imaging.crops import binary_column, crop_boxes
 
-    started = time.perf_counter()
-    tables, rejected, n_fields = [], [], 0
-    for item in iter_fields(batch):
-        n_fields += 1
-        try:
-            images = read_checked(item, NO_QUALITY_LIMITS)
-        except FieldRejected as error:
-            rejected.append(rejected_row(item, error))
-            continue
+    def measure(item: Any, images: dict[str, np.ndarray]) -> Any:
         stack = normalized_stack(images, plate, settings)
         rows = item.rows
         box = settings.box_px(item.shape[1])
@@ -272,26 +275,23 @@ def crops_task(
             settings.border,
         )
         n = len(crops)
-        tables.append(
-            pa.table(
-                {
-                    "image_id": rows["image_id"],
-                    "cell_id": rows["cell_id"],
-                    "object_number": rows["object_number"],
-                    "plate": rows["plate"],
-                    "well": rows["well"],
-                    "x": rows["x"],
-                    "y": rows["y"],
-                    "is_border": is_border,
-                    "crop": binary_column(crops),
-                    "shape": _constant_shape(n, crops.shape[1:]),
-                    "dtype": pa.array(["uint8"] * n, pa.string()),
-                }
-            )
+        return pa.table(
+            {
+                "image_id": rows["image_id"],
+                "cell_id": rows["cell_id"],
+                "object_number": rows["object_number"],
+                "plate": rows["plate"],
+                "well": rows["well"],
+                "x": rows["x"],
+                "y": rows["y"],
+                "is_border": is_border,
+                "crop": binary_column(crops),
+                "shape": _constant_shape(n, crops.shape[1:]),
+                "dtype": pa.array(["uint8"] * n, pa.string()),
+            }
         )
-    part = write_part(tables, crops_schema(), out_path)
-    n_rows = sum(t.num_rows for t in tables)
-    return TaskResult(part, n_fields, n_rows, rejected, time.perf_counter() - started)
+
+    return _run_fields(batch, NO_QUALITY_LIMITS, measure, crops_schema(), out_path)
 
 
 def _constant_shape(n: int, shape: tuple[int, ...]) -> Any:
@@ -343,15 +343,7 @@ def features_task(
         propagate_cells,
     )
 
-    started = time.perf_counter()
-    tables, rejected, n_fields = [], [], 0
-    for item in iter_fields(batch):
-        n_fields += 1
-        try:
-            raw = read_checked(item, NO_QUALITY_LIMITS)
-        except FieldRejected as error:
-            rejected.append(rejected_row(item, error))
-            continue
+    def measure(item: Any, raw: dict[str, np.ndarray]) -> Any:
         scale = settings.geometry.scale(item.shape[1])
         diameter = settings.nucleus_diameter * scale
         images, limits = {}, {}
@@ -375,7 +367,6 @@ def features_task(
         )
         values = measure_cells(images, nuclei, cells, rows.num_rows, texture)
         columns = {name: rows[name] for name in ("image_id", "cell_id", "plate", "well")}
-        tables.append(pa.table({**columns, **values}))
-    part = write_part(tables, features_schema(), out_path)
-    n_rows = sum(t.num_rows for t in tables)
-    return TaskResult(part, n_fields, n_rows, rejected, time.perf_counter() - started)
+        return pa.table({**columns, **values})
+
+    return _run_fields(batch, NO_QUALITY_LIMITS, measure, features_schema(), out_path)
