@@ -169,7 +169,6 @@ class Runner:
         artifact_dir: Path | None,
         scratch: Path,
         incremental: bool = False,
-        last_runs: dict[str, dict[str, Any]] | None = None,
     ) -> StageContext:
         """What a stage (or its watch hook) may know about where it runs."""
         cache_dir = self.warehouse.root / "cache"
@@ -177,13 +176,7 @@ class Runner:
         def progress(advance: float = 1, total: float | None = None) -> None:
             self.reporter.stage_progress(stage.name, advance, total)
 
-        def artifact(name: str) -> Path:
-            run = (last_runs or {}).get(name)
-            if run is None or not run.get("artifact_dir"):
-                raise LookupError(f"artifact {name!r} has not been built")
-            return Path(run["artifact_dir"])
-
-        ctx = StageContext(
+        return StageContext(
             stage=stage.name,
             artifact_dir=artifact_dir,
             parts_dir=scratch,
@@ -193,8 +186,6 @@ class Runner:
             is_incremental_run=incremental,
             progress=progress,
         )
-        ctx.artifact = artifact  # type: ignore[method-assign]
-        return ctx
 
     # ---- planning ----------------------------------------------------------------------
     def _decide(
@@ -370,10 +361,6 @@ class Runner:
             )
             self.reporter.stage_finished(result)
             return result
-        if stage.is_incremental and stage.spec and stage.spec.incremental_key:
-            for table in stage.outputs:
-                if table not in existing:
-                    action = "build"
         plan = StagePlan(stage.name, action, reason)
         self.reporter.stage_started(plan)
         run_id = f"{build_id}-{stage.name}"
@@ -522,7 +509,6 @@ class Runner:
                 artifact_dir=artifact_dir,
                 scratch=scratch,
                 incremental=incremental,
-                last_runs=last_runs,
             )
             kwargs["ctx"] = ctx
         return spec.func(**kwargs)

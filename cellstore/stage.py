@@ -50,10 +50,6 @@ class StageContext:
     is_incremental_run: bool = False
     progress: Callable[..., None] = field(default=lambda advance=1, total=None: None)
 
-    def artifact(self, name: str) -> Path:
-        """Folder of the committed version of artifact stage `name`."""
-        raise LookupError(f"artifact {name!r} is not available in this context")
-
 
 @dataclass(frozen=True)
 class Parts:
