@@ -25,7 +25,7 @@ import pyarrow as pa
 from cellstore.checks.contract import load_contract
 from cellstore.checks.gx_checks import _batch_definition, run_gx_checks
 from cellstore.checks.sql_checks import check_schema_drift, run_sql_check
-from cellstore.warehouse import Warehouse
+from cellstore.engine.warehouse import Warehouse
 
 N_IMAGES = 13_200  # fields of view in BBBC021
 

@@ -93,14 +93,25 @@ def main() -> None:
                 workers=args.workers,
             )
             size = disk_bytes(work / "demo") / 1e9
-            rows.append((
-                f"generate demo (workers={args.workers})",
-                f"{summary['n_fields']} fields, {summary['n_nuclei']} nuclei, {size:.2f} GB",
-                f"{wall:.1f}", f"{cpu:.1f}", "< 120",
-            ))
+            rows.append(
+                (
+                    f"generate demo (workers={args.workers})",
+                    f"{summary['n_fields']} fields, {summary['n_nuclei']} nuclei, {size:.2f} GB",
+                    f"{wall:.1f}",
+                    f"{cpu:.1f}",
+                    "< 120",
+                )
+            )
             load = timed_load(work / "demo")
-            rows.append(("load demo", f"{load['accepted']} accepted, {load['rejected']} rejected",
-                         f"{load['wall']:.1f}", f"{load['cpu']:.1f}", ""))
+            rows.append(
+                (
+                    "load demo",
+                    f"{load['accepted']} accepted, {load['rejected']} rejected",
+                    f"{load['wall']:.1f}",
+                    f"{load['cpu']:.1f}",
+                    "",
+                )
+            )
             shutil.rmtree(work / "demo")
 
         if not args.skip_ingest:
@@ -115,19 +126,35 @@ def ingest(work: Path, args: argparse.Namespace, rows: list) -> None:
     summary, wall, cpu = timed_generate(
         work / "full", sites=4, scale=0.05, wells="all", workers=args.workers
     )
-    rows.append((
-        f"generate full metadata at scale 0.05 (workers={args.workers})",
-        f"{summary['n_fields']} fields, {summary['n_images']} TIFFs",
-        f"{wall:.1f}", f"{cpu:.1f}", "",
-    ))
+    rows.append(
+        (
+            f"generate full metadata at scale 0.05 (workers={args.workers})",
+            f"{summary['n_fields']} fields, {summary['n_images']} TIFFs",
+            f"{wall:.1f}",
+            f"{cpu:.1f}",
+            "",
+        )
+    )
     loads = [timed_load(work / "full") for _ in range(args.repeats)]
     for i, load in enumerate(loads, start=1):
-        rows.append((f"load full metadata, run {i}",
-                     f"{load['accepted']} accepted, {load['rejected']} rejected",
-                     f"{load['wall']:.1f}", f"{load['cpu']:.1f}", "< 60"))
-    rows.append(("load full metadata, median", "",
-                 f"{statistics.median(x['wall'] for x in loads):.1f}",
-                 f"{statistics.median(x['cpu'] for x in loads):.1f}", "< 60"))
+        rows.append(
+            (
+                f"load full metadata, run {i}",
+                f"{load['accepted']} accepted, {load['rejected']} rejected",
+                f"{load['wall']:.1f}",
+                f"{load['cpu']:.1f}",
+                "< 60",
+            )
+        )
+    rows.append(
+        (
+            "load full metadata, median",
+            "",
+            f"{statistics.median(x['wall'] for x in loads):.1f}",
+            f"{statistics.median(x['cpu'] for x in loads):.1f}",
+            "< 60",
+        )
+    )
 
 
 def print_table(rows: list) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellstore.sources import load_images, resolve_source, source_digest
+from cellstore.sources import load_images
 from cellstore.stage import StageContext, stage
+from cellstore.synth import resolve_source, source_digest
 
 
 def _source_state(settings: dict[str, Any], ctx: StageContext) -> str:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from cellstore.sources import load_moa, resolve_source, source_digest
+from cellstore.sources import load_moa
 from cellstore.stage import StageContext, stage
+from cellstore.synth import resolve_source, source_digest
 
 
 def _source_state(settings: dict[str, Any], ctx: StageContext) -> str:

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cellstore.profiling.controls import CONTROL_COMPOUND
 from cellstore.stage import stage
 
 METADATA_COLUMNS = (
@@ -48,7 +49,7 @@ def well_profiles_normalized(
     variants: tuple[str, ...] = ("none", "standardize", "robustize", "whitening", "tvn"),
     regularization: float = 1.0,
     scale_before_whitening: bool = True,
-    control_compound: str = "DMSO",
+    control_compound: str = CONTROL_COMPOUND,
 ) -> pa.Table:
     """Each well profile under each post-processing variant, fitted per feature source.
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cellstore.config import load_config
-from cellstore.project import load_project
-from cellstore.runner import BuildResult, Runner
-from cellstore.warehouse import Warehouse
+from cellstore.engine.config import load_config
+from cellstore.engine.project import load_project
+from cellstore.engine.runner import BuildResult, Runner
+from cellstore.engine.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 

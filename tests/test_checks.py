@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from cellstore.checks import RESULTS_TABLE, CheckResult, record_check_results, run_table_checks
-from cellstore.warehouse import Warehouse
+from cellstore.engine.warehouse import Warehouse
 
 CROPS = """\
 table: crops

@@ -149,7 +149,7 @@ def test_reads_keep_working_while_a_build_writes(toy, tmp_path):
 
 def test_reader_sees_last_commit_while_a_transaction_is_open(tmp_path):
     """Warehouse level: an open write transaction in one process, a reader in another."""
-    from cellstore.warehouse import Warehouse
+    from cellstore.engine.warehouse import Warehouse
 
     wh = Warehouse(tmp_path / "wh")
     con = wh.connect()
@@ -157,7 +157,7 @@ def test_reader_sees_last_commit_while_a_transaction_is_open(tmp_path):
     con.execute("begin")
     con.execute("create or replace table t as select 2 as v")
     code = (
-        "from cellstore.warehouse import Warehouse; import sys; "
+        "from cellstore.engine.warehouse import Warehouse; import sys; "
         f"c = Warehouse(__import__('pathlib').Path({str(wh.root)!r})).connect(read_only=True); "
         "print(c.execute('select v from t').fetchone()[0])"
     )
@@ -176,7 +176,7 @@ def test_gc_removes_files_left_by_a_killed_write(toy):
     """A process killed mid-transaction leaves Parquet files no snapshot references."""
     toy.cli("build", check=True)
     code = (
-        "import os, pathlib; from cellstore.warehouse import Warehouse; "
+        "import os, pathlib; from cellstore.engine.warehouse import Warehouse; "
         f"c = Warehouse(pathlib.Path({str(toy.warehouse_dir)!r})).connect(); c.execute('begin'); "
         "c.execute('create or replace table numbers as select range as i from range(500000)'); "
         "os._exit(9)"

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ToyProject
 
+from cellstore.engine.warehouse import Warehouse
 from cellstore.errors import CellstoreError
-from cellstore.export import export_table, infer_format, metadata_name
-from cellstore.warehouse import Warehouse
+from cellstore.profiling.export import export_table, infer_format, metadata_name
 
 PROFILES = '''
 import pyarrow as pa

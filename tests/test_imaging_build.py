@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from imaging_support import IMAGE_STAGES, REPO
 
-from cellstore.config import load_config
+from cellstore.engine.config import load_config
+from cellstore.engine.project import load_project
+from cellstore.engine.runner import Runner
+from cellstore.engine.warehouse import Warehouse
 from cellstore.imaging.evaluation import DetectionScore, match_centres
-from cellstore.project import load_project
-from cellstore.runner import Runner
 from cellstore.synth import generate
 from cellstore.synth.demo import DEMO
-from cellstore.warehouse import Warehouse
 
 FIRST, SECOND = "Week5_29301", "Week6_32161"  # 12 annotated wells each: the smallest plates
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 from conftest import REPO
 
+from cellstore.engine.warehouse import Warehouse
 from cellstore.synth import generate
 from cellstore.synth.demo import DEMO
-from cellstore.warehouse import Warehouse
 
 # Two plates of different Weeks, so batch-aware stages (TVN, NSCB) see more than one batch.
 PLATES = ["Week1_22123", "Week2_24121"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cellstore.engine.project import _tables_read
 from cellstore.errors import CellstoreError
-from cellstore.project import _tables_read
 
 
 @pytest.mark.parametrize(

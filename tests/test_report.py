@@ -11,7 +11,7 @@ import pytest
 from profiling_support import evaluated, put, synthetic_wells
 
 from cellstore.errors import CellstoreError
-from cellstore.report import batch_silhouette, chosen_variants, embed_2d, write_report
+from cellstore.profiling.report import batch_silhouette, chosen_variants, embed_2d, write_report
 
 
 @pytest.fixture(scope="module")

@@ -288,7 +288,7 @@ def test_config_errors_name_the_key(toy):
 
 
 def test_project_errors_name_the_files(toy):
-    from cellstore.project import load_project
+    from cellstore.engine.project import load_project
 
     toy.sql("numbers", "select 1 as i\n")
     with pytest.raises(CellstoreError, match="duplicate stage 'numbers'"):

@@ -25,8 +25,16 @@ def test_real_image_metadata_counts(rows):
     assert len({(v["plate"], v["well"]) for v in values}) == 3_300
     plates_per_week = Counter(w for w, _ in {(v["batch"], v["plate"]) for v in values})
     assert plates_per_week == {
-        "Week1": 6, "Week2": 6, "Week3": 6, "Week4": 6, "Week5": 6,
-        "Week6": 6, "Week7": 5, "Week8": 5, "Week9": 6, "Week10": 3,
+        "Week1": 6,
+        "Week2": 6,
+        "Week3": 6,
+        "Week4": 6,
+        "Week5": 6,
+        "Week6": 6,
+        "Week7": 5,
+        "Week8": 5,
+        "Week9": 6,
+        "Week10": 3,
     }
     assert Counter(v["site"] for v in values) == {1: 3300, 2: 3300, 3: 3300, 4: 3300}
     assert {v["replicate"] for v in values} == {1, 2, 3}
@@ -42,8 +50,9 @@ def test_real_moa_counts_and_annotated_subset(rows):
     assert len(treatments - {("DMSO", 0.0)}) == 103
     assert len({m["moa"] for m in moa} - {"DMSO"}) == 12
     assert len({m["compound"] for m in moa} - {"DMSO"}) == 38
-    annotated = [r.values for r in rows if (r.values["compound"], r.values["concentration"])
-                 in treatments]
+    annotated = [
+        r.values for r in rows if (r.values["compound"], r.values["concentration"]) in treatments
+    ]
     assert len(annotated) == 3_848
     assert len({(v["plate"], v["well"]) for v in annotated}) == 962
     assert len({v["plate"] for v in annotated}) == 55

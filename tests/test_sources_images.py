@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from cellstore.sources import ALL_REASONS, MetadataError, load_images, load_moa, source_digest
+from cellstore.sources import ALL_REASONS, MetadataError, load_images, load_moa
 from cellstore.sources.bbbc021 import IMAGE_CSV
 from cellstore.stage import StageContext
-from cellstore.synth import generate
+from cellstore.synth import generate, source_digest
 
 REPO = Path(__file__).resolve().parents[1]
 PLATE = "Week5_29301"  # 12 annotated wells: a small plate
@@ -141,9 +141,7 @@ def test_line_endings_and_quoting_do_not_change_the_table(source: Path):
     header, rows = read_rows(source)
     for ending in ("\r", "\n"):
         buffer = io.StringIO()
-        csv.writer(buffer, lineterminator=ending, quoting=csv.QUOTE_ALL).writerows(
-            [header, *rows]
-        )
+        csv.writer(buffer, lineterminator=ending, quoting=csv.QUOTE_ALL).writerows([header, *rows])
         (source / IMAGE_CSV).write_bytes(buffer.getvalue().encode())
         assert load_images(source)[0].equals(expected)
     concentration = header.index("Image_Metadata_Concentration")
@@ -157,8 +155,11 @@ def test_line_endings_and_quoting_do_not_change_the_table(source: Path):
 def test_missing_column_is_one_error_naming_file_and_column(source: Path):
     header, rows = read_rows(source)
     drop = header.index("Replicate")
-    write_rows(source, [h for i, h in enumerate(header) if i != drop],
-               [[v for i, v in enumerate(r) if i != drop] for r in rows])
+    write_rows(
+        source,
+        [h for i, h in enumerate(header) if i != drop],
+        [[v for i, v in enumerate(r) if i != drop] for r in rows],
+    )
     with pytest.raises(MetadataError, match=r"BBBC021_v1_image\.csv.*'Replicate'"):
         load_images(source)
 
@@ -246,8 +247,10 @@ def test_empty_source_builds_the_demo_once_with_progress(tmp_path: Path, monkeyp
     ctx.progress = lambda advance=1, total=None: steps.append((advance, total))
     tables = load_stage("images")(source="", ctx=ctx)
     assert tables["images"].num_rows == 12
-    assert all(p.startswith(str(tmp_path / "cache" / "demo_source")) for p in
-               tables["images"].column("path_dapi").to_pylist())
+    assert all(
+        p.startswith(str(tmp_path / "cache" / "demo_source"))
+        for p in tables["images"].column("path_dapi").to_pylist()
+    )
     assert sum(advance for advance, _ in steps) == 12 and steps[-1][1] == 12
     steps.clear()
     assert load_stage("moa")(source="", ctx=ctx).num_rows == 104
@@ -255,10 +258,10 @@ def test_empty_source_builds_the_demo_once_with_progress(tmp_path: Path, monkeyp
 
 
 def test_build_publishes_sources_and_rebuilds_when_a_plate_is_added(source: Path, tmp_path: Path):
-    from cellstore.config import load_config
-    from cellstore.project import load_project
-    from cellstore.runner import Runner
-    from cellstore.warehouse import Warehouse
+    from cellstore.engine.config import load_config
+    from cellstore.engine.project import load_project
+    from cellstore.engine.runner import Runner
+    from cellstore.engine.warehouse import Warehouse
 
     warehouse = tmp_path / "warehouse"
 
@@ -270,8 +273,9 @@ def test_build_publishes_sources_and_rebuilds_when_a_plate_is_added(source: Path
     first = build()
     assert all(first[name].status == "built" for name in ("images", "moa")), first
     # (one plate: the warning that some annotated treatments have no images is expected)
-    assert not [c for r in first.values() for c in r.checks
-                if not c.passed and c.severity == "error"]
+    assert not [
+        c for r in first.values() for c in r.checks if not c.passed and c.severity == "error"
+    ]
     con = Warehouse(warehouse).connect(read_only=True)
     try:
         assert con.execute("select count(*) from images").fetchone() == (12,)

@@ -102,8 +102,9 @@ def test_ground_truth_describes_the_written_images(small):
     assert nuclei[~inside].touches_border.all()
     assert nuclei.image_id.str.startswith(SMALL + "_").all()
     assert len(wells) == 12 and wells.is_annotated.all()
-    annotations = {(m["compound"], m["concentration"]): m["moa"]
-                   for m in read_moa(shipped_metadata())}
+    annotations = {
+        (m["compound"], m["concentration"]): m["moa"] for m in read_moa(shipped_metadata())
+    }
     for row in wells.itertuples():
         assert row.moa == annotations[(row.compound, row.concentration)]
     assert {f"z_{axis}" for axis in AXES} <= set(wells.columns)
@@ -121,8 +122,9 @@ def test_invalid_parameters_are_refused(tmp_path: Path):
 
 def test_demo_covers_every_annotated_treatment_in_every_week():
     fields, _ = _read_fields(shipped_metadata(), Path("/nonexistent"))
-    annotations = {(m["compound"], m["concentration"]): m["moa"]
-                   for m in read_moa(shipped_metadata())}
+    annotations = {
+        (m["compound"], m["concentration"]): m["moa"] for m in read_moa(shipped_metadata())
+    }
     chosen = _select(fields, demo_module.DEMO, annotations)
     assert len(chosen) == 962  # one site of each annotated well
     assert len({f.plate for f in chosen}) == 55
@@ -142,8 +144,9 @@ def test_demo_source_is_generated_once_and_replaced_when_its_parameters_change(
     assert demo_module.demo_source(tmp_path) == first
     assert (first / "cellstore_synth.json").stat().st_mtime_ns == stamp  # reused
     monkeypatch.setattr(
-        demo_module, "DEMO", SynthParams(plates=(SMALL,), sites=1, scale=0.05, wells="annotated",
-                                         seed=3)
+        demo_module,
+        "DEMO",
+        SynthParams(plates=(SMALL,), sites=1, scale=0.05, wells="annotated", seed=3),
     )
     demo_module.demo_source(tmp_path)
     summary = json.loads((first / "cellstore_synth.json").read_text())
@@ -172,6 +175,7 @@ def field(moa: str, effect: float, seed: int, scale: float = 0.5):
 
 def test_saturated_moas_change_what_they_should():
     dmso = [field("DMSO", 0.0, s) for s in range(3)]
+
     def mean_radius(fields):
         return np.mean([c.nucleus_radius[~c.is_mitotic].mean() for c, _ in fields])
 

@@ -136,9 +136,7 @@ def parse_image_row(table: CsvTable, source_row: int, row: list[str], root: Path
                 f"Image_FileName_{stem}: {file_name!r} should be wavelength _w{wave}"
             )
         if well is not None and match.group("well").upper() != well:
-            result.problems.append(
-                f"Image_FileName_{stem}: {file_name!r} is not from well {well}"
-            )
+            result.problems.append(f"Image_FileName_{stem}: {file_name!r} is not from well {well}")
         sites.add(int(match.group("site")))
         if key == "dapi" and plate is not None:
             try:

@@ -4,6 +4,7 @@ from typing import Any
 
 from cellstore.synth.demo import DEMO, demo_fingerprint, demo_source
 from cellstore.synth.params import GENERATOR_VERSION, SynthParams
+from cellstore.synth.source import resolve_source, source_digest
 
 __all__ = [
     "DEMO",
@@ -12,6 +13,8 @@ __all__ = [
     "demo_fingerprint",
     "demo_source",
     "generate",
+    "resolve_source",
+    "source_digest",
 ]
 
 

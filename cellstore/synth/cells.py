@@ -150,9 +150,7 @@ def sample_field(
         "tubulin_bundling": _sigmoid(-2.2 + 1.3 * axis("tubulin_bundling")),
         "tubulin_aggregate": _sigmoid(-3.0 + 1.5 * axis("tubulin_aggregate")),
         "actin_level": np.exp(0.35 * axis("actin_level")),
-        "actin_cortex": np.where(is_mitotic, 1.6, 1.0)
-        * 0.5
-        * np.exp(0.5 * axis("actin_cortex")),
+        "actin_cortex": np.where(is_mitotic, 1.6, 1.0) * 0.5 * np.exp(0.5 * axis("actin_cortex")),
         "actin_fibres": np.where(is_mitotic, 0.0, _sigmoid(0.3 + 1.2 * axis("actin_fibres"))),
         "actin_puncta": np.maximum(np.exp(0.9 * axis("actin_puncta")) - 0.8, 0.0),
         "fibre_angle": rng.uniform(0, np.pi, n),
@@ -264,4 +262,3 @@ def _nuclei(
         "chromatin": chromatin[owner],
         "nucleus_cell": owner,
     }
-

@@ -184,8 +184,16 @@ def _read_fields(source: Path, out: Path) -> tuple[list[Field], tuple[str, ...]]
         )
         v = row.values
         fields.append(
-            Field(tuple(raw), v["plate"], v["well"], v["site"], v["batch"], v["compound"],
-                  v["concentration"], files)  # type: ignore[arg-type]
+            Field(
+                tuple(raw),
+                v["plate"],
+                v["well"],
+                v["site"],
+                v["batch"],
+                v["compound"],
+                v["concentration"],
+                files,
+            )  # type: ignore[arg-type]
         )
     return fields, table.header
 
@@ -197,18 +205,13 @@ def _select(
         known = {field.plate for field in fields}
         unknown = sorted(set(params.plates) - known)
         if unknown:
-            raise ValueError(
-                f"unknown plate(s) {', '.join(unknown)}; plates look like Week4_27481"
-            )
+            raise ValueError(f"unknown plate(s) {', '.join(unknown)}; plates look like Week4_27481")
     chosen = [
         field
         for field in fields
         if (params.plates is None or field.plate in params.plates)
         and (params.sites is None or field.site <= params.sites)
-        and (
-            params.wells == "all"
-            or (field.compound, field.concentration) in annotations
-        )
+        and (params.wells == "all" or (field.compound, field.concentration) in annotations)
     ]
     if not chosen:
         raise ValueError("the selection holds no field of view")

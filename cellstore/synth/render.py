@@ -113,8 +113,7 @@ def render_field(cells: FieldCells, scale: float, imaging: Imaging, rng: np.rand
     dapi = _dapi_signal(cells, nucleus_label, rho, texture)
     tubulin = _Canvas(height, width)
     actin = _Canvas(height, width)
-    _draw_tubulin(tubulin, cells, scale, cell_label, body, reach_fraction, texture, rng, psf,
-                  thick)
+    _draw_tubulin(tubulin, cells, scale, cell_label, body, reach_fraction, texture, rng, psf, thick)
     _draw_actin(actin, cells, scale, cell_label, body, texture, rng, psf, thick)
 
     signals = [
@@ -343,14 +342,27 @@ def _draw_tubulin(
     direction = rng.choice([-1.0, 1.0], k)
     sweep = (1 - b) * rng.normal(0, 0.35, k) + b * direction * rng.uniform(0.8, 1.6, k)
     r0 = radius[cell] * (0.8 + 0.3 * b)
-    r1 = radius[cell] + reach[cell] * ((1 - b) * rng.uniform(0.7, 1.1, k) + b * rng.uniform(
-        0.2, 0.5, k))
+    r1 = radius[cell] + reach[cell] * (
+        (1 - b) * rng.uniform(0.7, 1.1, k) + b * rng.uniform(0.2, 0.5, k)
+    )
     amplitude = TUBULIN_FIBRE * level[cell] * (1 + 1.5 * b)
     start = rng.uniform(0, 2 * np.pi, k)
     fine = b < 0.5
     for layer, pick, sigma in (("sharp", fine, psf), ("thick", ~fine, thick)):
-        _filaments(canvas, layer, cell[pick], cx[cell][pick], cy[cell][pick], start[pick],
-                   sweep[pick], r0[pick], r1[pick], amplitude[pick], sigma, cell_label)
+        _filaments(
+            canvas,
+            layer,
+            cell[pick],
+            cx[cell][pick],
+            cy[cell][pick],
+            start[pick],
+            sweep[pick],
+            r0[pick],
+            r1[pick],
+            amplitude[pick],
+            sigma,
+            cell_label,
+        )
 
     # Mitotic spindles: 2 poles (1 for ring cells), 8 short rays each, if fibres remain.
     spindle = mitotic & (rng.random(cells.n_cells) < fibres)
@@ -359,15 +371,24 @@ def _draw_tubulin(
     k = len(spindle_cells)
     if k:
         axis = np.repeat(rng.uniform(0, np.pi, spindle.sum()), poles_per_cell * 8)
-        pole_sign = np.concatenate(
-            [np.repeat([1.0, -1.0][:p], 8) for p in poles_per_cell]
-        )
+        pole_sign = np.concatenate([np.repeat([1.0, -1.0][:p], 8) for p in poles_per_cell])
         offset = np.where(cells.is_ring[spindle_cells], 0.0, 0.8 * radius[spindle_cells])
         ox = cx[spindle_cells] + pole_sign * offset * np.cos(axis)
         oy = cy[spindle_cells] + pole_sign * offset * np.sin(axis)
-        _filaments(canvas, "thick", spindle_cells, ox, oy, rng.uniform(0, 2 * np.pi, k),
-                   np.zeros(k), np.zeros(k), radius[spindle_cells] * 1.1,
-                   np.full(k, 2.5 * TUBULIN_FIBRE) * level[spindle_cells], thick, cell_label)
+        _filaments(
+            canvas,
+            "thick",
+            spindle_cells,
+            ox,
+            oy,
+            rng.uniform(0, 2 * np.pi, k),
+            np.zeros(k),
+            np.zeros(k),
+            radius[spindle_cells] * 1.1,
+            np.full(k, 2.5 * TUBULIN_FIBRE) * level[spindle_cells],
+            thick,
+            cell_label,
+        )
 
     # Aggregates: a blob (~12 px across at scale 1) beside the nucleus, as 12 jittered
     # points; brightness ∝ tubulin_aggregate.
@@ -383,8 +404,9 @@ def _draw_tubulin(
         y = cy[blob_cells] + distance * np.sin(side) + jitter[1]
         peak = TUBULIN_AGGREGATE * level[blob_cells] * cells.tubulin_aggregate[blob_cells]
         weight = peak * 2 * np.pi * (thick**2 + spread**2) / points
-        _splat_in_cell(canvas, "thick", blob_cells, x[:, None], y[:, None],
-                       weight[:, None], cell_label)
+        _splat_in_cell(
+            canvas, "thick", blob_cells, x[:, None], y[:, None], weight[:, None], cell_label
+        )
 
 
 def _draw_actin(
@@ -431,14 +453,21 @@ def _draw_actin(
         across = rng.uniform(-0.8, 0.8, k) * span[cell]
         points = _points_for(2 * span[cell])
         t = np.linspace(-1.0, 1.0, points)[None, :] * span[cell][:, None]
-        x = cx[cell][:, None] - across[:, None] * np.sin(angle)[:, None] + t * np.cos(
-            angle)[:, None]
-        y = cy[cell][:, None] + across[:, None] * np.cos(angle)[:, None] + t * np.sin(
-            angle)[:, None]
+        x = (
+            cx[cell][:, None]
+            - across[:, None] * np.sin(angle)[:, None]
+            + t * np.cos(angle)[:, None]
+        )
+        y = (
+            cy[cell][:, None]
+            + across[:, None] * np.cos(angle)[:, None]
+            + t * np.sin(angle)[:, None]
+        )
         spacing = 2 * span[cell] / (points - 1)
         weight = ACTIN_FIBRE * level[cell] * spacing * np.sqrt(2 * np.pi) * psf
-        _splat_in_cell(canvas, "sharp", cell, x, y,
-                       np.broadcast_to(weight[:, None], x.shape), cell_label)
+        _splat_in_cell(
+            canvas, "sharp", cell, x, y, np.broadcast_to(weight[:, None], x.shape), cell_label
+        )
 
     count = rng.poisson(5 * cells.actin_puncta)
     cell = np.repeat(np.arange(cells.n_cells), count)
@@ -448,8 +477,7 @@ def _draw_actin(
         x = cx[cell] + distance * np.cos(where)
         y = cy[cell] + distance * np.sin(where)
         weight = ACTIN_PUNCTUM * level[cell] * 2 * np.pi * thick**2
-        _splat_in_cell(canvas, "thick", cell, x[:, None], y[:, None],
-                       weight[:, None], cell_label)
+        _splat_in_cell(canvas, "thick", cell, x[:, None], y[:, None], weight[:, None], cell_label)
 
 
 def _illumination(

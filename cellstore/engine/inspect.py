@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from cellstore.engine.project import Project
+from cellstore.engine.warehouse import LAKE, META_SCHEMA, Warehouse, snapshots, table_names
 from cellstore.errors import CellstoreError
-from cellstore.project import Project
-from cellstore.warehouse import LAKE, META_SCHEMA, Warehouse, snapshots, table_names
 
 
 def _runs(con, where: str = "", params: list | None = None) -> list[dict]:
@@ -90,7 +90,7 @@ def print_history(console: Console, warehouse: Warehouse, name: str) -> None:
 
 
 def print_dag(console: Console, project: Project) -> None:
-    from cellstore.dag import topological_order
+    from cellstore.engine.dag import topological_order
 
     table = Table("#", "stage", "kind", "reads", "writes", "file")
     for i, name in enumerate(topological_order(project), 1):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from cellstore.engine.project import Project
 from cellstore.errors import CellstoreError
-from cellstore.project import Project
 
 
 def topological_order(project: Project) -> list[str]:

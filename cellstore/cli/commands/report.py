@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cellstore.options import ConfigOpt, WarehouseOpt
+from cellstore.cli.options import ConfigOpt, WarehouseOpt
 
 
 def report(
@@ -35,8 +35,8 @@ def report(
     """
     from rich.console import Console
 
-    from cellstore.cli import open_warehouse
-    from cellstore.report import write_report
+    from cellstore.cli.common import open_warehouse
+    from cellstore.profiling.report import write_report
 
     store = open_warehouse(warehouse, config)
     con = store.connect(read_only=True, snapshot=at)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cellstore.options import ConfigOpt, WarehouseOpt
+from cellstore.cli.options import ConfigOpt, WarehouseOpt
 
 
 def export(
@@ -43,8 +43,8 @@ def export(
     """
     from rich.console import Console
 
-    from cellstore.cli import open_warehouse
-    from cellstore.export import export_table
+    from cellstore.cli.common import open_warehouse
+    from cellstore.profiling.export import export_table
 
     con = open_warehouse(warehouse, config).connect(read_only=True, snapshot=at)
     try:

@@ -11,6 +11,7 @@ import duckdb
 import numpy as np
 
 from cellstore.errors import CellstoreError
+from cellstore.profiling.controls import CONTROL_COMPOUND as CONTROL
 
 # Published NSC / NSCB on BBBC021 for context (DESIGN §7); None where not reported.
 ANCHORS = (
@@ -19,7 +20,6 @@ ANCHORS = (
     ("Janssens et al. 2021", 0.971, None),
     ("WS-DINO (Cross-Zamirski et al. 2022)", 0.98, 0.96),
 )
-CONTROL = "DMSO"
 
 
 @dataclass

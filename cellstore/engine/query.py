@@ -9,8 +9,8 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
+from cellstore.engine.warehouse import Warehouse
 from cellstore.errors import CellstoreError
-from cellstore.warehouse import Warehouse
 
 READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 FORMATS = ("table", "csv", "json", "parquet")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cellstore.options import ConfigOpt, ProjectOpt, WarehouseOpt
+from cellstore.cli.options import ConfigOpt, ProjectOpt, WarehouseOpt
 
 
 def check(
@@ -36,9 +36,9 @@ def check(
 
     from cellstore.checks import contracted_tables, run_table_checks
     from cellstore.checks.results import failed_result
-    from cellstore.config import load_config
+    from cellstore.engine.config import load_config
+    from cellstore.engine.warehouse import Warehouse, table_names
     from cellstore.errors import CellstoreError
-    from cellstore.warehouse import Warehouse, table_names
 
     if output not in ("table", "json"):
         raise CellstoreError(f"--format must be table or json, not {output!r}")

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cellstore.runner import BuildResult, Reporter, StagePlan, StageResult
+from cellstore.engine.runner import BuildResult, Reporter, StagePlan, StageResult
 
 STATUS_STYLE = {
     "built": "green",

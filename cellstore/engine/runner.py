@@ -8,21 +8,19 @@ import shutil
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from cellstore import dag
-from cellstore.config import Config
-from cellstore.errors import CellstoreError
-from cellstore.project import Project, StageDef
-from cellstore.settings import resolve_settings
-from cellstore.stage import Parts, StageContext
-from cellstore.warehouse import (
+from cellstore.engine import dag
+from cellstore.engine.config import Config
+from cellstore.engine.lock import build_lock
+from cellstore.engine.project import Project, StageDef
+from cellstore.engine.settings import resolve_settings
+from cellstore.engine.stage import Parts, StageContext
+from cellstore.engine.warehouse import (
     LAKE,
     META_SCHEMA,
     Warehouse,
@@ -30,6 +28,7 @@ from cellstore.warehouse import (
     table_names,
     transaction,
 )
+from cellstore.errors import CellstoreError
 
 BUILT_STATUSES = ("built", "incremental")
 
@@ -257,7 +256,7 @@ class Runner:
         selected = dag.select(self.project, selectors)
         build_id = uuid.uuid4().hex[:12]
         results: list[StageResult] = []
-        with self._build_lock():
+        with build_lock(self.warehouse.root):
             con = self.warehouse.connect()
             try:
                 last_runs = self._last_runs(con)
@@ -292,29 +291,6 @@ class Runner:
             finally:
                 con.close()
         return BuildResult(build_id, results)
-
-    @contextmanager
-    def _build_lock(self) -> Iterator[None]:
-        """One build at a time per warehouse (readers are never blocked)."""
-        import fcntl
-
-        if not self.warehouse.root.parent.is_dir():
-            raise CellstoreError(
-                f"cannot create warehouse {self.warehouse.root}: its parent folder does not exist"
-            )
-        self.warehouse.root.mkdir(exist_ok=True)
-        lock_path = self.warehouse.root / ".build.lock"
-        with open(lock_path, "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CellstoreError(
-                    f"another build is running on {self.warehouse.root}; wait for it to finish"
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _build_stage(
         self,

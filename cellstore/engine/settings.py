@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellstore.config import Config
+from cellstore.engine.config import Config
+from cellstore.engine.project import Project
 from cellstore.errors import CellstoreError
-from cellstore.project import Project
 
 
 def resolve_settings(

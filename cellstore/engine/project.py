@@ -12,8 +12,8 @@ from typing import Any
 
 import duckdb
 
+from cellstore.engine.stage import StageSpec
 from cellstore.errors import CellstoreError
-from cellstore.stage import StageSpec
 
 # Schemas a SQL stage may read that are not stage outputs (run metadata).
 NON_STAGE_SCHEMAS = {"cellstore_meta", "information_schema", "pg_catalog"}

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from cellstore.cli.common import console, err_console, fail, open_warehouse
+from cellstore.cli.options import ConfigOpt, ProjectOpt, WarehouseOpt
 from cellstore.errors import CellstoreError
-from cellstore.options import ConfigOpt, ProjectOpt, WarehouseOpt
 
 app = typer.Typer(
     name="cellstore",
@@ -24,24 +24,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (scripts, CI logs) gets wide tables instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
-
-
-def fail(message: str) -> None:
-    """Print one clear line and exit non-zero."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def open_warehouse(warehouse: Path | None, config: Path | None, project: Path = Path(".")):
-    """The configured warehouse (read side: it must exist)."""
-    from cellstore.config import load_config
-    from cellstore.warehouse import Warehouse
-
-    cfg = load_config(project, config, warehouse)
-    return Warehouse(cfg.warehouse, cfg.catalog, cfg.data_path)
 
 
 @app.command()
@@ -78,10 +60,10 @@ def build(
     Each stage commits its tables, checks and run record as one DuckLake snapshot; a failing
     stage publishes nothing, its downstream stages are skipped, and the exit code is 1.
     """
-    from cellstore.config import load_config
-    from cellstore.progress import RichReporter, print_plan, print_summary
-    from cellstore.project import load_project
-    from cellstore.runner import Runner
+    from cellstore.cli.progress import RichReporter, print_plan, print_summary
+    from cellstore.engine.config import load_config
+    from cellstore.engine.project import load_project
+    from cellstore.engine.runner import Runner
 
     cfg = load_config(project, config, warehouse)
     proj = load_project(project)
@@ -124,7 +106,7 @@ def sql(
 
     cellstore sql "select feature_source, postprocessing, nsc, nscb from moa_accuracy"
     """
-    from cellstore.query import run_query
+    from cellstore.engine.query import run_query
 
     wh = open_warehouse(warehouse, config)
     run_query(wh, query, at=at, fmt=format, out=out, limit=limit, console=console)
@@ -133,7 +115,7 @@ def sql(
 @app.command("ls")
 def list_tables(warehouse: WarehouseOpt = None, config: ConfigOpt = None) -> None:
     """List tables: rows, the snapshot that last wrote them, when, and by which stage."""
-    from cellstore.inspect import print_tables
+    from cellstore.engine.inspect import print_tables
 
     print_tables(console, open_warehouse(warehouse, config))
 
@@ -145,7 +127,7 @@ def history(
     config: ConfigOpt = None,
 ) -> None:
     """Every run of the stage that writes TABLE: snapshot, status, rows, time, error."""
-    from cellstore.inspect import print_history
+    from cellstore.engine.inspect import print_history
 
     print_history(console, open_warehouse(warehouse, config), table)
 
@@ -153,8 +135,8 @@ def history(
 @app.command("dag")
 def show_dag(project: ProjectOpt = Path(".")) -> None:
     """Print the stages in build order with what each reads."""
-    from cellstore.inspect import print_dag
-    from cellstore.project import load_project
+    from cellstore.engine.inspect import print_dag
+    from cellstore.engine.project import load_project
 
     print_dag(console, load_project(project))
 
@@ -173,17 +155,17 @@ def gc(
     By default no snapshot is expired, so time travel keeps working; pass --older-than-days to
     also drop old snapshots and their files.
     """
-    from cellstore.inspect import collect_garbage
+    from cellstore.engine.inspect import collect_garbage
 
     collect_garbage(console, open_warehouse(warehouse, config), older_than_days, dry_run)
 
 
 def _register_subcommands() -> None:
-    """Each module in cellstore/commands/ adds the command named like it."""
-    import cellstore.commands as package
+    """Each module in cellstore/cli/commands/ adds the command named like it."""
+    import cellstore.cli.commands as package
 
     for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"cellstore.commands.{info.name}")
+        module = importlib.import_module(f"cellstore.cli.commands.{info.name}")
         func = getattr(module, info.name, None)
         if callable(func):
             app.command(info.name)(func)

@@ -1,0 +1,148 @@
+"""The `@stage` decorator: how a Python function declares itself a stage."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Parameter names the runner fills itself instead of with an upstream table.
+RESERVED_PARAMS = frozenset({"ctx"})
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What the decorator records about a Python stage."""
+
+    func: Callable[..., Any]
+    name: str
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...]
+    settings: dict[str, Any]
+    incremental_key: tuple[str, ...] | None
+    incremental_input: str | None
+    artifact: bool
+    version: str
+    wants_ctx: bool
+    watch: Callable[[dict[str, Any], StageContext], str] | None = None
+    unhashed: frozenset[str] = frozenset()
+
+
+@dataclass
+class StageContext:
+    """Handed to a stage that asks for a `ctx` parameter.
+
+    `artifact_dir` is a fresh, versioned folder for artifact stages (None otherwise);
+    `parts_dir` is a scratch folder for Parquet parts written by workers (see `Parts`);
+    `progress(advance, total=None)` moves the build's progress bar;
+    `cache_dir` is a persistent per-warehouse folder for derived inputs (a generated demo
+    source, say); `settings` holds the resolved settings, `config` the project's config.
+    """
+
+    stage: str
+    artifact_dir: Path | None
+    parts_dir: Path
+    cache_dir: Path
+    settings: dict[str, Any]
+    config: Any
+    is_incremental_run: bool = False
+    progress: Callable[..., None] = field(default=lambda advance=1, total=None: None)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A stage result made of Parquet files on disk (written by workers).
+
+    The runner loads them into the warehouse without pulling them through the driver.
+    """
+
+    paths: Sequence[Path]
+
+
+def stage(
+    func: Callable[..., Any] | None = None,
+    *,
+    outputs: Sequence[str] | None = None,
+    incremental: str | Sequence[str] | None = None,
+    incremental_input: str | None = None,
+    artifact: bool = False,
+    version: str = "1",
+    watch: Callable[[dict[str, Any], StageContext], str] | None = None,
+    unhashed: Sequence[str] = (),
+) -> Any:
+    """Register a function as a stage named after the function.
+
+    Positional parameters name upstream tables; keyword-only parameters are settings
+    (defaults here, overrides from `[stages.<name>]` in cellstore.toml).
+
+    Input relations share one DuckDB connection, and a DuckDB result stream
+    (`fetch_record_batch`, `to_arrow_reader`) ends silently as soon as that connection runs
+    another query: drain a stream before querying another input, or read in chunks with
+    separate queries (one plate at a time, say).
+
+    outputs: table names the stage writes when it returns a dict (default: its name).
+    incremental: key column(s); the stage then receives only rows of `incremental_input`
+        (default: its first input) whose key is not yet in its output, and its result is
+        appended. Output rows whose key vanished from the input are deleted.
+    artifact: the stage writes files into `ctx.artifact_dir`; its table is either what it
+        returns or, if it returns None, a manifest of the files.
+    version: bump to force a rebuild when code outside the stage file changed.
+    watch: called with the resolved settings and a context (its `cache_dir` and `config`
+        are set), returns a cheap digest of outside state the stage reads (a source
+        folder's listing, say); a new digest means a rebuild.
+    unhashed: settings that change how the stage runs but not what it outputs (a dask
+        scheduler address, a worker count): changing them does not trigger a rebuild.
+    """
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn)
+        inputs: list[str] = []
+        settings: dict[str, Any] = {}
+        for param in sig.parameters.values():
+            if param.name in RESERVED_PARAMS:
+                continue
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                if param.default is inspect.Parameter.empty:
+                    raise TypeError(
+                        f"stage {fn.__name__}: setting {param.name!r} needs a default value"
+                    )
+                settings[param.name] = param.default
+            elif param.kind in (
+                inspect.Parameter.POSITIONAL_ONLY,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            ):
+                inputs.append(param.name)
+            else:
+                raise TypeError(f"stage {fn.__name__}: *args / **kwargs are not supported")
+        key = (incremental,) if isinstance(incremental, str) else incremental
+        if key is not None and not inputs:
+            raise TypeError(f"stage {fn.__name__}: an incremental stage needs an input table")
+        if incremental_input is not None and incremental_input not in inputs:
+            raise TypeError(
+                f"stage {fn.__name__}: incremental_input {incremental_input!r} is not a parameter"
+            )
+        spec = StageSpec(
+            func=fn,
+            name=fn.__name__,
+            outputs=tuple(outputs) if outputs else (fn.__name__,),
+            inputs=tuple(inputs),
+            settings=settings,
+            incremental_key=tuple(key) if key else None,
+            incremental_input=(incremental_input or inputs[0]) if key else None,
+            artifact=artifact,
+            version=version,
+            wants_ctx="ctx" in sig.parameters,
+            watch=watch,
+            unhashed=frozenset(unhashed),
+        )
+        if spec.name not in spec.outputs:
+            raise TypeError(f"stage {fn.__name__}: outputs must include the stage's own name")
+        unknown = sorted(set(unhashed) - set(settings))
+        if unknown:
+            raise TypeError(f"stage {fn.__name__}: unhashed names no setting: {unknown}")
+        fn.__cellstore_stage__ = spec  # type: ignore[attr-defined]
+        return fn
+
+    return register(func) if func is not None else register
