@@ -1,8 +1,10 @@
 """Self-supervised (SimCLR) learning of cell representations: augment, encoder, loss, data, train.
 
 Library only (nothing here imports the engine). Submodules import torch and kornia at their
-top, so this package imports them lazily: `from cellstore.ssl import train` loads only what
-that name needs, and `import cellstore.ssl` loads nothing heavy.
+top, so this package exports their classes lazily: `from cellstore.ssl import NTXentLoss` loads
+only what that name needs, and `import cellstore.ssl` loads nothing heavy. The functions named
+like their modules (`train.train`, `embed.embed`) are not re-exported: once imported, a
+submodule would shadow them on the package.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ _EXPORTS = {
     "NTXentLoss": "loss",
     "CropStream": "data",
     "CropFile": "data",
-    "train": "train",
     "PRESETS": "train",
-    "embed": "embed",
 }
 
 __all__ = sorted(_EXPORTS)
