@@ -84,7 +84,9 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
                 state = state[key]
                 break
     if not isinstance(state, dict):
-        raise ValueError(f"encoder weights: {path} holds a {type(state).__name__}, not a state dict")
+        raise ValueError(
+            f"encoder weights: {path} holds a {type(state).__name__}, not a state dict"
+        )
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
     check_state_dict(module, state, str(path))
     module.load_state_dict(state, strict=True)

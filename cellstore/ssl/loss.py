@@ -40,7 +40,9 @@ class NTXentLoss(nn.Module):
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
         if not (isinstance(temperature, int | float) and math.isfinite(temperature)):
-            raise ValueError(f"NTXentLoss: temperature must be a finite number, got {temperature!r}")
+            raise ValueError(
+                f"NTXentLoss: temperature must be a finite number, got {temperature!r}"
+            )
         if temperature <= 0:
             raise ValueError(f"NTXentLoss: temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
