@@ -1,4 +1,4 @@
-"""Stream crops from the crops table's Parquet files as uint8 batches, shuffled in bounded memory."""
+"""Stream crops from the crops table's Parquet files as uint8 batches, shuffled in bounded RAM."""
 
 from __future__ import annotations
 
