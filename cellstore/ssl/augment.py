@@ -13,8 +13,11 @@ from torch import Tensor, nn
 
 
 def odd_kernel(size: int, fraction: float) -> int:
-    """The odd integer nearest to fraction × size, at least 3 (a Gaussian kernel width)."""
-    k = max(3, int(round(fraction * size)))
+    """int(fraction × size), made odd by adding 1, at least 3 (a Gaussian kernel width).
+
+    SimCLR's rule: 0.1 × 96 px gives the paper's kernel 9; 48 px gives 5.
+    """
+    k = max(3, int(fraction * size))
     return k if k % 2 else k + 1
 
 
