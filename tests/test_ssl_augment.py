@@ -20,6 +20,15 @@ from cellstore.ssl.augment import (
 MEAN, STD = (0.1, 0.2, 0.3), (0.2, 0.25, 0.3)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster here and immune to busy neighbours."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def cell_image(size: int = 24) -> torch.Tensor:
     """An asymmetric 3-channel uint8 'cell' (1, 3, size, size): no flip or rotation fixes it."""
     y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")

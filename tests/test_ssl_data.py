@@ -15,6 +15,15 @@ from cellstore.ssl.data import CropFile, CropStream, prefetch, write_crop_file
 SHAPE = (3, 6, 6)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster here and immune to busy neighbours."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tagged_crops(first: int, n: int, seed: int = 0) -> np.ndarray:
     """Random crops whose first two bytes hold the row's global index (base 256)."""
     crops = np.random.default_rng(seed + first).integers(0, 256, (n, *SHAPE), dtype=np.uint8)

@@ -13,6 +13,15 @@ from cellstore.ssl.encoder import SimCLRModel, build_encoder
 MEAN, STD = (0.2, 0.3, 0.4), (0.1, 0.2, 0.3)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster here and immune to busy neighbours."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_embed_equals_the_encoder_on_prepared_crops():
     torch.manual_seed(0)
     model = SimCLRModel(build_encoder("small_cnn")).train()

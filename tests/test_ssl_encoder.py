@@ -8,6 +8,15 @@ import torch
 from cellstore.ssl.encoder import ProjectionHead, SimCLRModel, build_encoder
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster here and immune to busy neighbours."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(
     "name, dim", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("small_cnn", 256)]
 )

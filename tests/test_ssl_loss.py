@@ -15,6 +15,15 @@ from hypothesis import strategies as st
 from cellstore.ssl.loss import NTXentLoss
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster here and immune to busy neighbours."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
     """Chen et al. 2020 eq. 1, one view at a time, in float64 Python arithmetic."""
     views = [v.double() for v in torch.cat([z1, z2])]

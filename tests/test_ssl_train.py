@@ -39,6 +39,15 @@ KEYS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster here and immune to busy neighbours."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def crops(tmp_path: Path) -> list[CropFile]:
     """48 random 3×20×20 crops in two files (row groups of 8): 3 steps of 16 per epoch."""
