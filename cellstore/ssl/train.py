@@ -219,6 +219,45 @@ def load_model(path: str | Path) -> tuple[SimCLRModel, dict[str, Any]]:
     return model.eval(), config
 
 
+def make_views(
+    augment: SimCLRAugment, crops: torch.Tensor, seeds: Sequence[int], device: torch.device
+) -> torch.Tensor:
+    """Host uint8 crops (B, C, H, W) → the device (as uint8) → views (2B, C, size, size).
+
+    Views are [view 0 of every crop; view 1 of every crop], each drawn with its seed.
+    """
+    if device.type == "cuda":
+        crops = crops.pin_memory().to(device, non_blocking=True)
+    views = torch.cat([augment(crops, seed=seed) for seed in seeds])  # (2B, C, size, size)
+    if device.type == "cuda":
+        views = views.contiguous(memory_format=torch.channels_last)
+    return views
+
+
+def optimise(
+    forward: nn.Module,
+    criterion: NTXentLoss,
+    optimizer: torch.optim.Optimizer,
+    views: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One NT-Xent update on views (2B, C, H, W); returns the detached (loss, top-1).
+
+    bf16 autocast on CUDA (the loss itself in float32). A non-finite loss raises
+    NonFiniteLoss before the update, so the weights stay as they were.
+    """
+    cuda = views.device.type == "cuda"
+    with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext():
+        _, z = forward(views)  # (2B, projection_dim)
+    z1, z2 = z.float().chunk(2)  # (B, projection_dim) each
+    loss, top1 = criterion(z1, z2, return_accuracy=True)
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"loss is {loss.item()}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), top1
+
+
 def check_architecture(path: Path, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
     """One-line error when a checkpoint was trained with another architecture."""
     for key in ARCHITECTURE:
@@ -356,7 +395,6 @@ def _train(
     criterion = NTXentLoss(config.temperature)
 
     # loop: one epoch = this rank's shard; views are drawn on the device
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
     for epoch in range(first_epoch, config.epochs):
         model.train()
         reset_peak_memory(device)
@@ -367,29 +405,17 @@ def _train(
         for step, crops in enumerate(prefetch(stream.epoch(epoch))):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, epoch + step / steps)
-            crops = crops.pin_memory().to(device, non_blocking=True) if cuda else crops
-            views = torch.cat(
-                [
-                    augment(crops, seed=step_seed(config.seed, epoch, step, job.rank, v))
-                    for v in (0, 1)
-                ]
-            )  # (2B, C, size, size)
-            if cuda:
-                views = views.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                _, z = forward(views)  # (2B, projection_dim)
-            z1, z2 = z.float().chunk(2)
-            loss, top1 = criterion(z1, z2, return_accuracy=True)
-            if not torch.isfinite(loss):
+            seeds = [step_seed(config.seed, epoch, step, job.rank, view) for view in (0, 1)]
+            views = make_views(augment, crops, seeds, device)  # (2B, C, size, size)
+            try:
+                loss, top1 = optimise(forward, criterion, optimizer, views)
+            except NonFiniteLoss as exc:
                 kept = latest_checkpoint(folder)
                 raise NonFiniteLoss(
-                    f"train: loss is {loss.item()} at epoch {epoch} step {step}; stopped, "
-                    f"the last good checkpoint is {kept or 'none (no epoch completed)'}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
+                    f"train: {exc} at epoch {epoch} step {step}; stopped, the last good "
+                    f"checkpoint is {kept or 'none (no epoch completed)'}"
+                ) from None
+            loss_sum += loss
             top1_sum += top1
         seconds = time.perf_counter() - started
         memory, measured = peak_memory(device)
