@@ -193,3 +193,11 @@ def test_augment_runs_on_cuda():
     assert out.device == batch.device and out.dtype == torch.float32
     assert aug.augment[4]._params["noise"].device.type == "cuda"  # sampled on the GPU
     assert torch.equal(out, aug(batch, seed=0))
+
+
+def test_prepare_equals_a_full_scale_training_crop():
+    batch = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    full = K.RandomResizedCrop((20, 20), scale=(1, 1), ratio=(1, 1), cropping_mode="resample")
+    torch.testing.assert_close(
+        prepare(batch, 20, (0, 0, 0), (1, 1, 1)), full(batch.float() / 255), atol=1e-4, rtol=0
+    )

@@ -281,8 +281,10 @@ def train(
     """Train SimCLR on crops and return the training log, one row per epoch (all epochs).
 
     files: the crops table's Parquet files. checkpoints: a folder; each completed epoch is
-    written atomically as epoch_NNNN.pt (model, optimiser, log), last.pt points at the newest,
-    initial.pt holds the untrained weights; a rerun resumes after the last completed epoch.
+    written atomically as epoch_NNNN.pt (model, optimiser, log; the newest two are kept),
+    last.pt points at the newest, initial.pt holds the untrained weights (the control). A
+    rerun resumes after the last completed epoch (more `epochs` continue a finished run; the
+    schedule follows the new total); a folder of another architecture is an error.
     Every epoch's randomness (shuffle order, augmentation) is a function of (seed, epoch), so
     a resumed run ends with the weights of an uninterrupted one (bit for bit on CPU).
     settings: TrainConfig fields overriding the preset. device: auto | cpu | cuda | cuda:N;
