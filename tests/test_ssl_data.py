@@ -208,3 +208,13 @@ def test_prefetch_yields_the_same_items_and_reraises():
 
     with pytest.raises(RuntimeError, match="boom"):
         list(prefetch(broken()))
+
+
+def test_a_crop_of_another_dtype_is_an_error_naming_the_row(table):
+    odd = pq.read_table(table[2].path)
+    dtypes = odd["dtype"].to_pylist()
+    dtypes[5] = "uint16"
+    odd = odd.set_column(odd.schema.get_field_index("dtype"), "dtype", pa.array(dtypes))
+    pq.write_table(odd, table[2].path, row_group_size=16)
+    with pytest.raises(ValueError, match=r"part2.parquet row 5 has dtype 'uint16'"):
+        list(CropStream(table, batch_size=8, shuffle=False).epoch(0))

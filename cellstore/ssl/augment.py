@@ -226,9 +226,12 @@ class SimCLRAugment(nn.Module):
             seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         if seed is None:
             return self._views(batch)
-        devices = [batch.device] if batch.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, device_type=batch.device.type):
-            torch.manual_seed(seed)
+        cuda = batch.device.type == "cuda"
+        with torch.random.fork_rng(devices=[batch.device] if cuda else [], device_type="cuda"):
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:  # only this device's generator, not every GPU's (torch.manual_seed would)
+                with torch.cuda.device(batch.device):
+                    torch.cuda.manual_seed(seed)
             return self._views(batch)
 
     def _views(self, batch: Tensor) -> Tensor:

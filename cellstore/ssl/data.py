@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -49,7 +50,9 @@ def decode_crops(batch: pa.RecordBatch, shape: tuple[int, ...], where: str, firs
         nulls |= shapes.is_null().to_numpy(zero_copy_only=False)
         bad = int(np.flatnonzero(nulls)[0])
         raise ValueError(f"crops: {where} row {first_row + bad} has no crop bytes or no shape")
-    bad_dtype = np.flatnonzero(dtypes.to_numpy(zero_copy_only=False) != "uint8")
+    bad_dtype = np.flatnonzero(
+        pc.fill_null(pc.not_equal(dtypes, "uint8"), True).to_numpy(zero_copy_only=False)
+    )
     if len(bad_dtype):
         row = int(bad_dtype[0])
         raise ValueError(
