@@ -160,7 +160,8 @@ class SimCLRAugment(nn.Module):
     Order: random resized crop (scale 0.08–1, ratio 3/4–4/3) to `size` → horizontal and
     vertical flips (p 0.5 each) → random 90° rotation (0/90/180/270, equally likely) →
     elastic deformation (p 0.5) → per-channel brightness/contrast jitter (p 0.8) → Gaussian
-    blur (kernel ≈ 0.1 × size, odd; σ 0.1–2; p 0.5) → per-channel normalisation.
+    blur (kernel int(0.1 × size) made odd, 9 at 96 px; σ 0.1–2; p 0.5) → per-channel
+    normalisation. The elastic field displaces pixels by ~1 px RMS × elastic_alpha.
 
     Input: uint8 (0–255) or float (0–1) crops on any device; output: float32 on that device,
     (B, C, size, size). Randomness: kornia draws from the global torch RNG of the module's
