@@ -60,7 +60,7 @@ def build(
     Each stage commits its tables, checks and run record as one DuckLake snapshot; a failing
     stage publishes nothing, its downstream stages are skipped, and the exit code is 1.
     """
-    from cellstore.cli.progress import RichReporter, print_plan, print_summary
+    from cellstore.cli.progress import make_reporter, missing_sources, print_plan, print_summary
     from cellstore.engine.config import load_config
     from cellstore.engine.project import load_project
     from cellstore.engine.runner import Runner
@@ -72,13 +72,17 @@ def build(
         overrides["source"] = str(Path(source).resolve()) if source else ""
     if scheduler is not None:
         overrides["scheduler"] = scheduler
-    with RichReporter(console) as reporter:
+    with make_reporter(console) as reporter:
         runner = Runner(proj, cfg, overrides=overrides, reporter=reporter)
         if dry_run:
             print_plan(console, runner.plan(select, full_refresh))
+            problems = missing_sources(runner.settings, cfg.project_dir)
+            if problems:
+                fail("; ".join(problems))
             return
         result = runner.build(select, full_refresh)
-    print_summary(console, result, cfg.warehouse)
+    outputs = {name: list(stage.outputs) for name, stage in proj.stages.items()}
+    print_summary(console, result, runner.warehouse, outputs)
     failure = result.first_failure()
     if failure is not None:
         fail(failure.error or f"stage {failure.stage} failed")
