@@ -57,18 +57,23 @@ def attach(
         typer.Option("--python", help="Print a Python snippet (plain duckdb) instead of SQL."),
     ] = False,
     at: Annotated[
-        int | None, typer.Option("--at", help="Attach the warehouse as of this snapshot id.")
+        int | None,
+        typer.Option("--at", metavar="SNAPSHOT", help="Attach the warehouse as of then."),
     ] = None,
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Print the SQL that attaches the warehouse read-only in a plain DuckDB session, offline.
+    """Print SQL that opens the warehouse from plain DuckDB.
 
-    Paste it into the duckdb shell or any DuckDB 1.5.5 client; tables are then read by
+    The statements attach the warehouse read-only, loading the DuckLake and SQLite
+    extensions from the installed wheels, so nothing is downloaded. Paste them into the
+    duckdb shell or any DuckDB 1.5.5 client; tables are then read by
     plain name, and older snapshots with AT (VERSION => n). In Python, with cellstore
     installed, `cellstore.connect("warehouse")` returns the same read-only connection.
 
-    cellstore attach > attach.sql && duckdb -init attach.sql
+    \b
+    cellstore attach > attach.sql
+    cellstore attach --python > open_warehouse.py && python open_warehouse.py
     """
     from cellstore.cli.common import open_warehouse
 
