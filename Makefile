@@ -4,8 +4,12 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
+INTEROP ?= .venv-interop
+# Debian packages the tests use (idempotent; needs root or sudo): one per line.
+SYSDEPS = \
+	chromium
 
-.PHONY: install demo test test-all lint bench clean-warehouse
+.PHONY: install interop sysdeps demo test test-all lint bench clean-warehouse
 
 install: $(VENV)/.installed
 
@@ -17,13 +21,32 @@ $(VENV)/.installed: pyproject.toml
 		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $@
 
+interop: $(INTEROP)/.installed  ## copairs + pycytominer in their own venv (the interop test)
+
+$(INTEROP)/.installed: tests/interop/requirements.txt
+	$(PYTHON) -m venv $(INTEROP)
+	$(INTEROP)/bin/pip install --quiet --disable-pip-version-check -r $< 2>&1 \
+		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	touch $@
+
+sysdeps:  ## Debian packages the tests need (chromium renders the report); quiet when present
+	@missing=$$(for p in $(SYSDEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null; then echo "sysdeps: no apt-get; tests that need $$missing skip"; exit 0; fi; \
+		sudo=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		echo "sysdeps: installing $$missing"; \
+		{ $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$sudo apt-get install -y -qq $$missing >/dev/null; } \
+			|| echo "sysdeps: could not install $$missing: the tests that need it skip"; \
+	fi
+
 demo: install  ## build the embedded synthetic demo into ./warehouse
 	$(BIN)/cellstore build
 
-test: install  ## the default (fast) test suite: what CI runs
+test: install interop sysdeps  ## the default (fast) test suite: what CI runs
 	$(BIN)/pytest -q
 
-test-all: install  ## every test, slow ones included
+test-all: install interop sysdeps  ## every test, slow ones included
 	$(BIN)/pytest -q -m ""
 
 lint: install

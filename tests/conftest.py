@@ -90,3 +90,48 @@ def toy(tmp_path: Path) -> ToyProject:
     project.sql("squares", "select i, i * i as square from numbers\n")
     project.sql("total", "select sum(twice) as total from doubled\n")
     return project
+
+
+# Two plates of different Weeks, so batch-aware stages (TVN, NSCB) see more than one batch.
+PIPELINE_PLATES = ["Week1_22123", "Week2_24121"]
+
+
+class BuiltPipeline:
+    """The repository pipeline built once from a 2-plate synthetic source (read-only)."""
+
+    def __init__(self, source: Path, warehouse: Path, first: subprocess.CompletedProcess):
+        self.source = source
+        self.warehouse = warehouse
+        self.first = first
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> BuiltPipeline:
+    """`cellstore build` of the whole repository project on two synthetic plates (~1 min).
+
+    Shared by every test that needs a demo-like warehouse: treat it as read-only (copy it
+    with shutil.copytree before building into it).
+    """
+    from cellstore.synth import generate
+    from cellstore.synth.demo import DEMO
+
+    root = tmp_path_factory.mktemp("pipeline")
+    source = root / "source"
+    generate(
+        source,
+        plates=PIPELINE_PLATES,
+        sites=DEMO.sites,
+        scale=DEMO.scale,
+        seed=DEMO.seed,
+        wells=DEMO.wells,
+    )
+    warehouse = root / "warehouse"
+    first = subprocess.run(
+        [sys.executable, "-m", "cellstore", "build", "--source", str(source)]
+        + ["--warehouse", str(warehouse)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return BuiltPipeline(source, warehouse, first)

@@ -66,7 +66,7 @@ def first_snapshot_of(project: ToyProject, table: str) -> int:
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".csv.gz"])
 def test_profiles_round_trip_in_pycytominer_layout(project, tmp_path, suffix):
     out = tmp_path / f"profiles{suffix}"
-    summary = export_table(connect(project), "treatment_profiles", out)
+    (summary,) = export_table(connect(project), "treatment_profiles", out)
     frame = pd.read_parquet(out) if suffix == ".parquet" else pd.read_csv(out)
     assert summary.is_profile and summary.rows == len(frame) == 4
     assert list(frame.columns) == [
@@ -91,11 +91,23 @@ def test_profiles_round_trip_in_pycytominer_layout(project, tmp_path, suffix):
 
 def test_filters_keep_one_variant(project, tmp_path):
     out = tmp_path / "tvn.parquet"
-    summary = export_table(connect(project), "treatment_profiles", out, postprocessing="tvn")
+    (summary,) = export_table(connect(project), "treatment_profiles", out, postprocessing="tvn")
     assert summary.rows == 2
     assert set(pq.read_table(out).column("Metadata_Postprocessing").to_pylist()) == {"tvn"}
     with pytest.raises(CellstoreError, match="compounds has no postprocessing column"):
         export_table(connect(project), "compounds", tmp_path / "c.csv", postprocessing="tvn")
+
+
+def test_a_filter_matching_nothing_is_an_error_listing_the_valid_values(project, tmp_path):
+    out = tmp_path / "none.parquet"
+    with pytest.raises(CellstoreError, match=r"--postprocessing 'tvm' matches no row.*none, tvn"):
+        export_table(connect(project), "treatment_profiles", out, postprocessing="tvm")
+    with pytest.raises(CellstoreError, match=r"--feature-source 'toys' .*\(valid: toy\)"):
+        export_table(connect(project), "treatment_profiles", out, feature_source="toys")
+    assert list(tmp_path.iterdir()) == []
+    failed = project.cli("export", "treatment_profiles", "--out", str(out), "--feature-source", "x")
+    assert failed.returncode == 1 and "valid: toy" in failed.stderr
+    assert "Traceback" not in failed.stderr and not out.exists()
 
 
 def test_existing_file_is_kept_without_force_and_replaced_with_it(project, tmp_path):
@@ -126,7 +138,7 @@ def test_at_snapshot_exports_the_old_version(project, tmp_path):
 
 def test_other_tables_are_written_as_stored(project, tmp_path):
     out = tmp_path / "compounds.csv"
-    summary = export_table(connect(project), "compounds", out)
+    (summary,) = export_table(connect(project), "compounds", out)
     assert not summary.is_profile
     assert pd.read_csv(out).compound.tolist() == ["AZ138", "taxol"]
 
@@ -152,3 +164,43 @@ def test_cli_exports_and_refuses_to_overwrite(project, tmp_path):
     again = project.cli(*args)
     assert again.returncode == 1 and "already exists" in again.stderr
     assert project.cli(*args, "--force").returncode == 0
+
+
+TWO_SOURCES = '''
+import pyarrow as pa
+from cellstore.stage import stage
+
+@stage
+def treatment_profiles():
+    """Two sources with different feature counts. Grain: (source, compound)."""
+    rows = [
+        {"feature_source": "small", "compound": "taxol", "moa": "M", "features": [1.0, 2.0]},
+        {"feature_source": "small", "compound": "AZ138", "moa": "N", "features": [3.0, 4.0]},
+        {"feature_source": "wide/set", "compound": "taxol", "moa": "M", "features": [5.0, 6, 7]},
+    ]
+    return pa.Table.from_pylist(rows)
+'''
+
+
+def test_several_feature_sources_give_one_complete_file_each(tmp_path):
+    toy = ToyProject(tmp_path / "two")
+    toy.py("treatment_profiles", TWO_SOURCES)
+    assert toy.build().ok
+    out = tmp_path / "out" / "profiles.csv.gz"
+    out.parent.mkdir()
+    summaries = export_table(connect(toy), "treatment_profiles", out)
+    assert [s.path.name for s in summaries] == [
+        "profiles.small.csv.gz",
+        "profiles.wide_set.csv.gz",
+    ]
+    assert sorted(p.name for p in out.parent.iterdir()) == [s.path.name for s in summaries]
+    small = pd.read_csv(out.parent / "profiles.small.csv.gz")
+    wide = pd.read_csv(out.parent / "profiles.wide_set.csv.gz")
+    assert small.shape == (2, 3 + 2) and wide.shape == (1, 3 + 3)
+    assert wide.iloc[0, -3:].tolist() == [5.0, 6.0, 7.0] and not small.isna().any().any()
+    # One source selected: exactly the --out name.
+    (one,) = export_table(connect(toy), "treatment_profiles", out, feature_source="small")
+    assert one.path == out and one.rows == 2
+    # An existing per-source file blocks the whole export: nothing is half-written.
+    with pytest.raises(CellstoreError, match="profiles.small.csv.gz already exists"):
+        export_table(connect(toy), "treatment_profiles", out)

@@ -7,14 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import PIPELINE_PLATES, REPO
 
 from cellstore.engine.warehouse import Warehouse
-from cellstore.synth import generate
-from cellstore.synth.demo import DEMO
 
-# Two plates of different Weeks, so batch-aware stages (TVN, NSCB) see more than one batch.
-PLATES = ["Week1_22123", "Week2_24121"]
+PLATES = PIPELINE_PLATES
 
 
 def cellstore(*args: str, warehouse) -> subprocess.CompletedProcess:
@@ -28,15 +25,8 @@ def cellstore(*args: str, warehouse) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    source = root / "source"
-    generate(
-        source, plates=PLATES, sites=DEMO.sites, scale=DEMO.scale, seed=DEMO.seed, wells=DEMO.wells
-    )
-    warehouse = root / "warehouse"
-    first = cellstore("build", "--source", str(source), warehouse=warehouse)
-    return source, warehouse, first
+def built(pipeline):
+    return pipeline.source, pipeline.warehouse, pipeline.first
 
 
 def query(warehouse, sql: str) -> list[tuple]:

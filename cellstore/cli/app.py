@@ -22,6 +22,9 @@ app = typer.Typer(
     "`sql` queries them (read-only, with time travel), `export` hands them to analysts.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain click help: no `<bool>` labels on flags, `[default: ...]` kept as written, and
+    # paragraphs reflowed to the terminal; examples sit in `\b` blocks so they never wrap.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
@@ -33,6 +36,7 @@ def build(
         typer.Option(
             "--select",
             "-s",
+            metavar="SEL",
             help="Stages to build: name, +name (with upstream), "
             "name+ (with downstream); repeat or comma-separate.",
         ),
@@ -45,22 +49,36 @@ def build(
     ] = False,
     source: Annotated[
         str | None,
-        typer.Option("--source", help="BBBC021-layout folder to load [default: embedded demo]."),
+        typer.Option(
+            "--source", metavar="DIR", help="BBBC021-layout folder to load (default: the demo)."
+        ),
     ] = None,
     scheduler: Annotated[
         str | None,
-        typer.Option("--scheduler", help="dask scheduler address [default: a local cluster]."),
+        typer.Option(
+            "--scheduler",
+            metavar="ADDRESS",
+            help="dask scheduler: tcp://host:port, or inline (default: a local cluster).",
+        ),
     ] = None,
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Build the project's tables: only stages whose code, settings or inputs changed.
+    """Build what changed, in DAG order.
+
+    Only stages whose code, settings or inputs changed are rebuilt.
 
     Each stage commits its tables, checks and run record as one DuckLake snapshot; a failing
-    stage publishes nothing, its downstream stages are skipped, and the exit code is 1.
+    stage publishes nothing, its downstream stages are blocked, and the exit code is 1. The
+    summary lists rejected rows per table and reason, checks that warned, and what failed.
+    In a log (output not a terminal) each running stage prints a progress line every 30 s.
+
+    \b
+    cellstore build --dry-run
+    cellstore build --select +moa_accuracy
     """
-    from cellstore.cli.progress import RichReporter, print_plan, print_summary
+    from cellstore.cli.progress import make_reporter, missing_sources, print_plan, print_summary
     from cellstore.engine.config import load_config
     from cellstore.engine.project import load_project
     from cellstore.engine.runner import Runner
@@ -72,13 +90,17 @@ def build(
         overrides["source"] = str(Path(source).resolve()) if source else ""
     if scheduler is not None:
         overrides["scheduler"] = scheduler
-    with RichReporter(console) as reporter:
+    with make_reporter(console) as reporter:
         runner = Runner(proj, cfg, overrides=overrides, reporter=reporter)
         if dry_run:
             print_plan(console, runner.plan(select, full_refresh))
+            problems = missing_sources(runner.settings, cfg.project_dir)
+            if problems:
+                fail("; ".join(problems))
             return
         result = runner.build(select, full_refresh)
-    print_summary(console, result, cfg.warehouse)
+    outputs = {name: list(stage.outputs) for name, stage in proj.stages.items()}
+    print_summary(console, result, runner.warehouse, outputs)
     failure = result.first_failure()
     if failure is not None:
         fail(failure.error or f"stage {failure.stage} failed")
@@ -86,25 +108,37 @@ def build(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="A read-only DuckDB query over the warehouse.")],
+    query: Annotated[
+        str,
+        typer.Argument(metavar="QUERY", help="A read-only DuckDB query over the warehouse."),
+    ],
     at: Annotated[
-        int | None, typer.Option("--at", help="Query the warehouse as of this snapshot id.")
+        int | None,
+        typer.Option(
+            "--at", metavar="SNAPSHOT", help="Query the warehouse as of this snapshot id."
+        ),
     ] = None,
     format: Annotated[
-        str, typer.Option("--format", "-f", help="table, csv, json or parquet.")
+        str,
+        typer.Option("--format", "-f", metavar="FORMAT", help="table, csv, json or parquet."),
     ] = "table",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")
+        Path | None,
+        typer.Option("--out", "-o", metavar="PATH", help="Write to this file, not stdout."),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", help="Rows shown by --format table (0: all).")
+        int, typer.Option("--limit", metavar="N", help="Rows shown by --format table (0: all).")
     ] = 50,
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Run a read-only SQL query; writes are refused. Tables by plain name, e.g.
+    """Run a read-only SQL query (writes are refused).
 
+    Tables are read by plain name; --at reads the warehouse as of an older snapshot.
+
+    \b
     cellstore sql "select feature_source, postprocessing, nsc, nscb from moa_accuracy"
+    cellstore sql "select * from moa_accuracy" --format csv --out accuracy.csv
     """
     from cellstore.engine.query import run_query
 
@@ -114,7 +148,13 @@ def sql(
 
 @app.command("ls")
 def list_tables(warehouse: WarehouseOpt = None, config: ConfigOpt = None) -> None:
-    """List tables: rows, the snapshot that last wrote them, when, and by which stage."""
+    """List tables with rows, snapshot, time and stage.
+
+    For each table: its rows, the snapshot that last wrote it, when, and by which stage.
+
+    \b
+    cellstore ls --warehouse warehouse
+    """
     from cellstore.engine.inspect import print_tables
 
     print_tables(console, open_warehouse(warehouse, config))
@@ -122,11 +162,17 @@ def list_tables(warehouse: WarehouseOpt = None, config: ConfigOpt = None) -> Non
 
 @app.command()
 def history(
-    table: Annotated[str, typer.Argument(help="Table (or stage) name.")],
+    table: Annotated[str, typer.Argument(metavar="TABLE", help="Table (or stage) name.")],
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Every run of the stage that writes TABLE: snapshot, status, rows, time, error."""
+    """Every run of the stage that writes TABLE.
+
+    One row per run: snapshot, status, rows, duration, time and error.
+
+    \b
+    cellstore history images
+    """
     from cellstore.engine.inspect import print_history
 
     print_history(console, open_warehouse(warehouse, config), table)
@@ -134,7 +180,11 @@ def history(
 
 @app.command("dag")
 def show_dag(project: ProjectOpt = Path(".")) -> None:
-    """Print the stages in build order with what each reads."""
+    """Print the stages in build order with what each reads.
+
+    \b
+    cellstore dag
+    """
     from cellstore.engine.inspect import print_dag
     from cellstore.engine.project import load_project
 
@@ -144,16 +194,26 @@ def show_dag(project: ProjectOpt = Path(".")) -> None:
 @app.command()
 def gc(
     older_than_days: Annotated[
-        float, typer.Option("--older-than-days", help="Expire snapshots older than this.")
+        float,
+        typer.Option(
+            "--older-than-days",
+            metavar="N",
+            show_default=False,
+            help="Also expire snapshots older than N days (default: expire none).",
+        ),
     ] = -1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Delete Parquet files no snapshot references (left by killed builds or expired snapshots).
+    """Delete Parquet files that no snapshot references.
 
-    By default no snapshot is expired, so time travel keeps working; pass --older-than-days to
-    also drop old snapshots and their files.
+    Such files are left by killed builds or expired snapshots. By default no snapshot is
+    expired, so time travel keeps working; pass --older-than-days to also drop old snapshots
+    and their files.
+
+    \b
+    cellstore gc --dry-run
     """
     from cellstore.engine.inspect import collect_garbage
 

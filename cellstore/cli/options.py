@@ -7,11 +7,23 @@ import typer
 
 WarehouseOpt = Annotated[
     Path | None,
-    typer.Option("--warehouse", "-w", help="Warehouse folder (default: config, else ./warehouse)."),
+    typer.Option(
+        "--warehouse",
+        "-w",
+        metavar="DIR",
+        help="Warehouse folder (default: config, else ./warehouse).",
+    ),
 ]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="Config file (default: ./cellstore.toml).")
+    Path | None,
+    typer.Option("--config", "-c", metavar="FILE", help="Config file (default: ./cellstore.toml)."),
 ]
 ProjectOpt = Annotated[
-    Path, typer.Option("--project", help="Project folder holding sql/, stages/, schemas/.")
+    Path,
+    typer.Option(
+        "--project",
+        metavar="DIR",
+        show_default=False,
+        help="Project folder holding sql/, stages/, schemas/ (default: .).",
+    ),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,48 @@ def profile_select(
     return f"select {', '.join(metadata + features)} {rows}"
 
 
+def export_paths(out: Path, fmt: str, sources: list[str]) -> dict[str | None, Path]:
+    """Where each feature source goes: `out` itself for one source, else one file per source.
+
+    Several sources have different features (names and counts), so each gets a file of its
+    own that is a complete profile matrix: `profiles.parquet` → `profiles.<source>.parquet`
+    (characters other than letters, digits, `_`, `-` and `.` in a source name become `_`).
+    """
+    if len(sources) <= 1:
+        return {sources[0] if sources else None: out}
+    suffix = "." + fmt
+    name = out.name
+    stem, ext = (
+        (name[: -len(suffix)], name[-len(suffix) :])
+        if name.lower().endswith(suffix)
+        else (name, "")
+    )
+    paths = {}
+    for source in sources:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", source)
+        paths[source] = out.with_name(f"{stem}.{safe}{ext}")
+    return paths
+
+
+def _check_filter(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, value: str, names: set[str]
+) -> str:
+    """`column = value`, or an error listing the values the table has when none match."""
+    if column not in names:
+        raise CellstoreError(f"{table} has no {column} column to filter on")
+    values = [
+        r[0]
+        for r in con.execute(
+            f"select distinct {quote(column)} from {quote(table)} order by 1"
+        ).fetchall()
+    ]
+    if value not in values:
+        option = "--" + column.replace("_", "-")
+        listed = ", ".join(str(v) for v in values) or "none: the table is empty"
+        raise CellstoreError(f"{option} {value!r} matches no row of {table} (valid: {listed})")
+    return f"{quote(column)} = {literal(value)}"
+
+
 def export_table(
     con: duckdb.DuckDBPyConnection,
     table: str,
@@ -147,49 +190,88 @@ def export_table(
     force: bool = False,
     feature_source: str | None = None,
     postprocessing: str | None = None,
-) -> ExportSummary:
+) -> list[ExportSummary]:
     """Write `table` to `out`; profile tables (a `features` vector) in pycytominer layout.
 
-    The file appears whole or not at all (written beside it, then renamed); an existing
-    file is replaced only with `force`. feature_source / postprocessing keep only those rows.
+    A profile table holding several feature sources is written as one file per source
+    (see `export_paths`). Files appear whole or not at all (written beside, then renamed);
+    an existing file is replaced only with `force`. feature_source / postprocessing keep
+    only those rows, and must match some.
     """
     fmt = infer_format(out, fmt)
-    if out.exists() and not force:
-        raise CellstoreError(f"{out} already exists: pass --force to overwrite it")
     if not out.parent.is_dir():
         raise CellstoreError(f"cannot write {out}: folder {out.parent} does not exist")
     columns = _columns(con, table)
     names = {name for name, _ in columns}
     conditions = []
     for column, value in (("feature_source", feature_source), ("postprocessing", postprocessing)):
-        if value is None:
-            continue
-        if column not in names:
-            raise CellstoreError(f"{table} has no {column} column to filter on")
-        conditions.append(f"{column} = {literal(value)}")
+        if value is not None:
+            conditions.append(_check_filter(con, table, column, value, names))
     is_profile = FEATURES_COLUMN in names and "feature_source" in names
+    queries: dict[Path, str] = {}
     if is_profile:
-        query = profile_select(con, table, columns, conditions)
+        sources = [
+            r[0]
+            for r in con.execute(
+                f"select distinct feature_source from {quote(table)} {_where(conditions)} "
+                "order by 1"
+            ).fetchall()
+        ]
+        for source, path in export_paths(out, fmt, sources).items():
+            only = (
+                []
+                if source is None or len(sources) == 1
+                else [f"feature_source = {literal(source)}"]
+            )
+            queries[path] = profile_select(con, table, columns, [*conditions, *only])
     else:
-        query = f"select * from {quote(table)} {_where(conditions)}"
+        queries[out] = f"select * from {quote(table)} {_where(conditions)}"
+    for path in queries:
+        if path.exists() and not force:
+            raise CellstoreError(f"{path} already exists: pass --force to overwrite it")
+    return _write_all(con, table, queries, fmt, force, is_profile)
+
+
+def _write_all(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    queries: dict[Path, str],
+    fmt: str,
+    force: bool,
+    is_profile: bool,
+) -> list[ExportSummary]:
+    """Write every file beside its target, then move them all in place (or none)."""
     options = {
         "parquet": "format parquet",
         "csv": "format csv, header true",
         "csv.gz": "format csv, header true, compression gzip",
     }[fmt]
-    temporary = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    temporaries = {path: path.parent / f".{path.name}.{os.getpid()}.tmp" for path in queries}
+    placed: list[Path] = []
+    summaries = []
     try:
-        con.execute(f"copy ({query}) to {literal(str(temporary))} ({options})")
-        rows = con.execute(f"select count(*) from ({query})").fetchone()[0]
-        width = len(con.execute(f"select * from ({query}) limit 0").description)
-        if force:
-            os.replace(temporary, out)
-        else:
-            os.link(temporary, out)  # fails if `out` appeared meanwhile: never clobbers
-    except FileExistsError:
-        raise CellstoreError(f"{out} already exists: pass --force to overwrite it") from None
+        for path, query in queries.items():
+            temporary = temporaries[path]
+            con.execute(f"copy ({query}) to {literal(str(temporary))} ({options})")
+            rows = con.execute(f"select count(*) from ({query})").fetchone()[0]
+            width = len(con.execute(f"select * from ({query}) limit 0").description)
+            summaries.append(ExportSummary(path, fmt, rows, width, is_profile))
+        for path, temporary in temporaries.items():
+            if force:
+                os.replace(temporary, path)
+            else:
+                os.link(temporary, path)  # fails if `path` appeared meanwhile: never clobbers
+            placed.append(path)
+    except FileExistsError as exc:
+        if not force:
+            for path in placed:
+                path.unlink(missing_ok=True)
+        raise CellstoreError(
+            f"{exc.filename2 or exc.filename} already exists: pass --force to overwrite it"
+        ) from None
     except duckdb.Error as exc:
-        raise CellstoreError(f"cannot export {table} to {out}: {exc}") from None
+        raise CellstoreError(f"cannot export {table}: {exc}") from None
     finally:
-        temporary.unlink(missing_ok=True)
-    return ExportSummary(path=out, format=fmt, rows=rows, columns=width, is_profile=is_profile)
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+    return summaries

@@ -121,6 +121,18 @@ def _accuracy_section(page: _Page, con: duckdb.DuckDBPyConnection) -> None:
         ["feature source", "post-processing", "NSC", "NSCB", "drop", "n NSC", "n NSCB", "mAP"],
         [list(r) for r in rows],
     )
+    columns = {r[0] for r in con.execute("describe moa_accuracy").fetchall()}
+    if "unscored_moas" in columns:  # warehouses built before the column existed lack it
+        unscored = con.execute(
+            "select feature_source, any_value(unscored_moas) from moa_accuracy "
+            "where unscored_moas is not null group by feature_source order by feature_source"
+        ).fetchall()
+        for source, moas in unscored:
+            page.note(
+                f"{source}: treatments of {', '.join(moas)} were not scored (an MoA needs two "
+                "compounds for a neighbour from another compound to be right); a metric with "
+                "no scored treatment is shown as –."
+            )
     page.paragraph(
         "NSC: cosine 1-NN over treatment profiles, neighbours from other compounds. NSCB: also "
         "from another batch string; Cholesterol-lowering and Kinase inhibitors left out. "
@@ -132,8 +144,13 @@ def _accuracy_section(page: _Page, con: duckdb.DuckDBPyConnection) -> None:
     labels = [f"{r[0]}\n{r[1]}" for r in rows]
     positions = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4))
-    ax.bar(positions - 0.2, [r[2] or 0 for r in rows], width=0.4, label="NSC")
-    ax.bar(positions + 0.2, [r[3] or 0 for r in rows], width=0.4, label="NSCB")
+    # NULL (not measurable) stays a gap, never a bar at 0.
+    ax.bar(
+        positions - 0.2, [np.nan if r[2] is None else r[2] for r in rows], width=0.4, label="NSC"
+    )
+    ax.bar(
+        positions + 0.2, [np.nan if r[3] is None else r[3] for r in rows], width=0.4, label="NSCB"
+    )
     ax.set_xticks(positions, labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
@@ -168,8 +185,10 @@ def _confusion_section(page: _Page, con: duckdb.DuckDBPyConnection, chosen: dict
         ax.set_yticks(range(len(truth)), truth, fontsize=7)
         ax.set_xlabel("MoA of the nearest neighbour")
         ax.set_ylabel("true MoA")
-        accuracy = np.trace(counts[:, : len(truth)]) / counts.sum()
-        ax.set_title(f"{source} · {variant} · NSC {accuracy:.1%}", fontsize=9)
+        # Every NSC query, scored or not (moa_accuracy leaves out MoAs with one compound).
+        right = int(np.trace(counts[:, : len(truth)]))
+        title = f"{source} · {variant} · {right}/{counts.sum()} neighbours of the same MoA"
+        ax.set_title(title, fontsize=9)
         page.figure(
             fig, f"confusion_{_slug(source)}", f"NSC confusion matrix, {source} ({variant})"
         )

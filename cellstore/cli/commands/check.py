@@ -12,22 +12,35 @@ from cellstore.cli.options import ConfigOpt, ProjectOpt, WarehouseOpt
 
 def check(
     table: Annotated[
-        str | None, typer.Argument(help="Table to check (default: every table and contract).")
+        str | None,
+        typer.Argument(
+            metavar="TABLE",
+            show_default=False,
+            help="Table to check (default: every table and contract).",
+        ),
     ] = None,
     failures_only: Annotated[
         bool, typer.Option("--failures-only", help="List only checks that failed.")
     ] = False,
     output: Annotated[
-        str, typer.Option("--format", "-f", help="table (rich) or json (one object per check).")
+        str,
+        typer.Option(
+            "--format", "-f", metavar="FORMAT", help="table, or json (one object per check)."
+        ),
     ] = "table",
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
     project: ProjectOpt = Path("."),
 ) -> None:
-    """Check committed tables against schemas/<table>.yml (read-only; nothing is recorded).
+    """Re-run data-quality checks on what is committed.
 
-    Prints one row per check and exits 1 when an error-severity check fails. A table without
-    a contract, or a contract whose table is not built yet, is a warning.
+    Checks tables against schemas/<table>.yml, read-only (nothing is recorded). Prints one
+    row per check and exits 1 when an error-severity check fails. A table without a
+    contract, or a contract whose table is not built yet, is a warning.
+
+    \b
+    cellstore check --failures-only
+    cellstore check images --format json
     """
     import json
     import sys

@@ -12,26 +12,33 @@ from cellstore.cli.options import ConfigOpt, WarehouseOpt
 
 def report(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for index.html and PNGs.")
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="Folder for index.html and PNGs."),
     ] = Path("report"),
     postprocessing: Annotated[
         str | None,
         typer.Option(
             "--postprocessing",
+            metavar="NAME",
             help="Variant for confusion matrices and maps (default: best NSC per source).",
         ),
     ] = None,
     at: Annotated[
-        int | None, typer.Option("--at", help="Report on the warehouse as of this snapshot id.")
+        int | None,
+        typer.Option("--at", metavar="SNAPSHOT", help="Report on the warehouse as of then."),
     ] = None,
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write an HTML report (readable offline) with PNG plots into --out.
+    """Write an offline HTML report with PNG plots.
 
-    Accuracy table (NSC, NSCB, drop, mAP), a confusion matrix per feature source, a 2-D map
+    index.html and its PNGs go into --out: the accuracy table (NSC, NSCB, drop, mAP), a
+    confusion matrix per feature source, a 2-D map
     of treatment profiles coloured by MoA, well profiles by batch before and after
     correction, and cells per well. Sections whose table is not built are noted, not fatal.
+
+    \b
+    cellstore report --out report
     """
     from rich.console import Console
 

@@ -9,33 +9,52 @@ import typer
 
 
 def synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the source into.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="Folder to write the source into."),
+    ],
     plates: Annotated[
         str,
-        typer.Option(help="'all', or comma-separated plate names (e.g. Week4_27481,Week4_27521)."),
+        typer.Option(
+            metavar="PLATES",
+            help="'all', or comma-separated plate names (e.g. Week4_27481,Week4_27521).",
+        ),
     ] = "all",
     sites: Annotated[
-        int | None, typer.Option(help="Sites per well, 1-4 [default: all 4, as the real data].")
+        int | None,
+        typer.Option(metavar="N", help="Sites per well, 1-4 (default: all 4, as the real data)."),
     ] = None,
     scale: Annotated[
-        float, typer.Option(help="Image scale: 1 writes 1280x1024, 0.5 writes 640x512.")
+        float,
+        typer.Option(metavar="F", help="Image scale: 1 writes 1280x1024, 0.5 writes 640x512."),
     ] = 1.0,
-    seed: Annotated[int, typer.Option(help="Random seed; same seed, same pixels.")] = 0,
+    seed: Annotated[
+        int, typer.Option(metavar="N", help="Random seed; same seed, same pixels.")
+    ] = 0,
     wells: Annotated[
-        str, typer.Option(help="'all' wells, or 'annotated' (treatments with a MoA, and DMSO).")
+        str,
+        typer.Option(
+            metavar="WELLS", help="'all' wells, or 'annotated' (treatments with a MoA, and DMSO)."
+        ),
     ] = "all",
-    workers: Annotated[int, typer.Option(help="Processes rendering plates in parallel.")] = 1,
+    workers: Annotated[
+        int, typer.Option(metavar="N", help="Processes rendering plates in parallel.")
+    ] = 1,
     force: Annotated[
         bool, typer.Option("--force", help="Write into a folder that already holds a source.")
     ] = False,
 ) -> None:
-    """Write synthetic plates in the real BBBC021 layout, driven by the real metadata.
+    """Write a synthetic source in the real BBBC021 layout.
 
-    The folder gets BBBC021_v1_image.csv (the chosen rows of the real file), BBBC021_v1_moa.csv,
+    Plates are driven by the real metadata. The folder gets BBBC021_v1_image.csv (the chosen
+    rows of the real file), BBBC021_v1_moa.csv,
     WeekN/WeekN_PLATE/*.tif (16-bit, 3 channels per field), and ground truth beside them:
     ground_truth/nuclei.parquet (nucleus centres in pixels), ground_truth/wells.parquet (the
     phenotype model's parameters per well), cellstore_synth.json (a summary). Point
     `cellstore build --source DIR` at it.
+
+    \b
+    cellstore synth --out synthetic --plates Week1_22123 --sites 1 --scale 0.25
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
