@@ -1,0 +1,198 @@
+"""The code a Python stage runs: its file, the project modules it imports (transitively), and
+the versions of the third-party packages they import, found statically and cached by file stat.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The engine decides how stages run, not what they compute: editing it (or the
+# `cellstore.stage` re-export every stage imports) must not rebuild every table.
+ENGINE_MODULES = ("cellstore.engine", "cellstore.stage", "cellstore.errors")
+CACHE_VERSION = 1
+
+
+@dataclass
+class _FileInfo:
+    sha: str
+    imports: list[tuple[str, int]]  # (module or "module:name", relative level)
+
+
+@dataclass
+class CodeGraph:
+    """Resolves imports under `roots` (the project and the folder holding `cellstore`).
+
+    Per-file results (content hash and the imports the AST names, function bodies included:
+    stages import heavy modules lazily) are kept in `cache_path`, keyed by path, size and
+    mtime, so a no-op build parses nothing.
+    """
+
+    roots: list[Path]
+    cache_path: Path | None = None
+    _files: dict[str, _FileInfo] = field(default_factory=dict)
+    _stats: dict[str, list] = field(default_factory=dict)
+    _dirty: bool = False
+    _versions: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self.roots = [r.resolve() for r in dict.fromkeys(self.roots)]
+        if self.cache_path and self.cache_path.is_file():
+            try:
+                data = json.loads(self.cache_path.read_text())
+            except (OSError, ValueError):
+                data = {}
+            if data.get("version") == CACHE_VERSION:
+                for path, entry in data.get("files", {}).items():
+                    self._stats[path] = entry["stat"]
+                    imports = [(m, lvl) for m, lvl in entry["imports"]]
+                    self._files[path] = _FileInfo(entry["sha"], imports)
+
+    # ---- public ------------------------------------------------------------------------
+    def stage_code(self, stage_file: Path, display_root: Path) -> dict[str, str]:
+        """{file or "package:<dist>": sha or version} of everything the stage file runs."""
+        out: dict[str, str] = {}
+        todo = [(stage_file.resolve(), None)]
+        seen: set[Path] = set()
+        packages: set[str] = set()
+        while todo:
+            path, module = todo.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            info = self._info(path)
+            out[self._display(path, display_root)] = info.sha
+            for name, level in info.imports:
+                for target in self._resolve(name, level, module, path):
+                    if isinstance(target, str):
+                        packages.add(target)
+                    else:
+                        todo.append(target)
+        for top in sorted(packages):
+            version = self._package_version(top)
+            if version is not None:
+                out[f"package:{top}"] = version
+        return out
+
+    def save(self) -> None:
+        """Write the per-file cache if anything was parsed (best effort: a cache only)."""
+        if not self._dirty or self.cache_path is None:
+            return
+        files = {
+            p: {"stat": self._stats[p], "sha": i.sha, "imports": i.imports}
+            for p, i in self._files.items()
+            if p in self._stats
+        }
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": files}))
+            tmp.replace(self.cache_path)
+        except OSError:
+            pass
+        self._dirty = False
+
+    # ---- files -------------------------------------------------------------------------
+    def _info(self, path: Path) -> _FileInfo:
+        key = str(path)
+        st = path.stat()
+        stat = [st.st_size, st.st_mtime_ns]
+        cached = self._files.get(key)
+        if cached is not None and self._stats.get(key) == stat:
+            return cached
+        data = path.read_bytes()
+        info = _FileInfo(hashlib.sha256(data).hexdigest()[:16], _imports(data, path))
+        self._files[key], self._stats[key] = info, stat
+        self._dirty = True
+        return info
+
+    def _display(self, path: Path, display_root: Path) -> str:
+        for root in (display_root, *self.roots):
+            try:
+                return path.relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return str(path)
+
+    # ---- import resolution -------------------------------------------------------------
+    def _resolve(
+        self, name: str, level: int, module: str | None, path: Path
+    ) -> list[tuple[Path, str] | str]:
+        """Local files (with their module names) or a third-party top-level name."""
+        base, _, member = name.partition(":")
+        if level:
+            if module is None:  # a relative import in a stage file: nothing to follow
+                return []
+            package = module.split(".")
+            if path.name != "__init__.py":
+                package = package[:-1]
+            package = package[: len(package) - (level - 1)] if level > 1 else package
+            base = ".".join([*package, base] if base else package)
+        if not base:
+            return []
+        top = base.split(".")[0]
+        if top in sys.stdlib_module_names or base.startswith(ENGINE_MODULES):
+            return []
+        found: list[tuple[Path, str] | str] = []
+        parts = base.split(".")
+        for root in self.roots:
+            if not (root / top).is_dir() and not (root / f"{top}.py").is_file():
+                continue
+            # Importing a.b.c runs a/__init__.py and a/b/__init__.py too.
+            for i in range(1, len(parts) + 1):
+                mod = ".".join(parts[:i])
+                file = _module_file(root, parts[:i])
+                if file is not None and not mod.startswith(ENGINE_MODULES):
+                    found.append((file, mod))
+            if member:
+                sub = f"{base}.{member}"
+                file = _module_file(root, [*parts, member])
+                if file is not None and not sub.startswith(ENGINE_MODULES):
+                    found.append((file, sub))
+            return found
+        return [top]
+
+    def _package_version(self, top: str) -> str | None:
+        if self._versions is None:
+            import importlib.metadata as md
+
+            self._versions = {}
+            for name, dists in md.packages_distributions().items():
+                versions = []
+                for dist in dists:
+                    try:
+                        versions.append(f"{dist}=={md.version(dist)}")
+                    except md.PackageNotFoundError:
+                        continue
+                self._versions[name] = ",".join(sorted(set(versions)))
+        return self._versions.get(top) or None
+
+
+def _module_file(root: Path, parts: list[str]) -> Path | None:
+    folder = root.joinpath(*parts)
+    if (folder / "__init__.py").is_file():
+        return folder / "__init__.py"
+    file = folder.with_suffix(".py")
+    return file if file.is_file() else None
+
+
+def _imports(data: bytes, path: Path) -> list[tuple[str, int]]:
+    """Every import the file names, at any depth (imports inside functions included)."""
+    try:
+        tree = ast.parse(data, filename=os.fspath(path))
+    except SyntaxError:
+        return []  # the stage loader reports syntax errors with a line number
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, 0) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            found.append((base, node.level))
+            found.extend((f"{base}:{alias.name}", node.level) for alias in node.names)
+    return sorted(set(found))
