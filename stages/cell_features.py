@@ -11,6 +11,7 @@ from cellstore.stage import Parts, stage
 @stage(
     outputs=["cell_features", "cell_features_rejected"],
     incremental="image_id",
+    partitions={"nuclei": "image_id", "illumination": "plate"},
     unhashed=RUNTIME_SETTINGS,
 )
 def cell_features(

@@ -8,7 +8,12 @@ from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import Parts, stage
 
 
-@stage(outputs=["crops", "crops_rejected"], incremental="image_id", unhashed=RUNTIME_SETTINGS)
+@stage(
+    outputs=["crops", "crops_rejected"],
+    incremental="image_id",
+    partitions={"nuclei": "image_id", "illumination": "plate"},
+    unhashed=RUNTIME_SETTINGS,
+)
 def crops(
     images: Any,
     nuclei: Any,

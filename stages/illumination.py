@@ -31,7 +31,7 @@ def illumination(
     the quality checks are left out (`n_rejected`). `intensity_low` / `intensity_high` are
     `percentiles` of corrected intensities over `normalization_sample` fields of the plate:
     the crops stage maps them to 0 and 255. Incremental on plate: adding plates computes only
-    theirs (fields added to an existing plate need --full-refresh).
+    theirs, and a plate whose fields changed (one added, say) is recomputed.
     """
     from cellstore.imaging.driver import IlluminationSettings, build_illumination
     from cellstore.imaging.fieldio import QualityLimits

@@ -8,7 +8,12 @@ from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import Parts, stage
 
 
-@stage(outputs=["nuclei", "nuclei_rejected"], incremental="image_id", unhashed=RUNTIME_SETTINGS)
+@stage(
+    outputs=["nuclei", "nuclei_rejected"],
+    incremental="image_id",
+    partitions={"illumination": "plate"},  # a plate's illumination changed: redo its fields
+    unhashed=RUNTIME_SETTINGS,
+)
 def nuclei(
     images: Any,
     illumination: Any,

@@ -91,8 +91,11 @@ def collect_artifacts(
     return doomed
 
 
-def gc_artifacts(console, warehouse, dry_run: bool, project: Path = Path(".")) -> list[Path]:
-    """`cellstore gc`'s artifact step: current fingerprints from the project in `project`."""
+def gc_artifacts(
+    console, warehouse, dry_run: bool, project: Path = Path("."), con=None
+) -> list[Path]:
+    """`cellstore gc`'s artifact step: current fingerprints from the project in `project`
+    (the working folder by default); `con` an open write connection to reuse."""
     from cellstore.errors import CellstoreError
 
     current: dict[str, str] | None
@@ -106,7 +109,8 @@ def gc_artifacts(console, warehouse, dry_run: bool, project: Path = Path(".")) -
         current = runner.current_fingerprints()
     except CellstoreError:
         current = None
-    con = warehouse.connect()
+    own = con is None
+    con = con or warehouse.connect()
     try:
         return collect_artifacts(
             con,
@@ -116,4 +120,5 @@ def gc_artifacts(console, warehouse, dry_run: bool, project: Path = Path(".")) -
             lambda text: console.print(text, highlight=False),
         )
     finally:
-        con.close()
+        if own:
+            con.close()

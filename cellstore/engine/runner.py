@@ -716,6 +716,25 @@ def _ensure_run_columns(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f"alter table {META_SCHEMA}.runs add column {column} {kind}")
 
 
+def committed_runs(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+    """{run_id: {snapshot_id, time}} as recorded in the run records at commit time: still
+    known after `cellstore gc` expired the snapshots themselves."""
+    columns = {
+        r[0]
+        for r in con.execute(
+            "select column_name from duckdb_columns() where database_name = current_database() "
+            f"and schema_name = '{META_SCHEMA}' and table_name = 'runs'"
+        ).fetchall()
+    }
+    if not set(RUN_COLUMNS) <= columns:
+        return {}
+    rows = con.execute(
+        f"select run_id, committed_snapshot, committed_at from {META_SCHEMA}.runs "
+        "where committed_snapshot is not null"
+    ).fetchall()
+    return {r: {"snapshot_id": s, "time": t} for r, s, t in rows}
+
+
 def _check_reads(project: Project) -> dict[str, set[str]]:
     """{stage: stages whose tables its outputs' contracts check against} (ordering only)."""
     from cellstore.engine.contracts import tables_checked_against
