@@ -22,34 +22,36 @@ def _listing(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str 
 def table_files(con: duckdb.DuckDBPyConnection, table: str) -> TableFiles:
     """The table's data files with their row counts, holding exactly its rows.
 
-    DuckLake marks deleted rows in delete files that readers apply on the fly; a plain
-    Parquet reader would see those rows again. So a table with delete files is compacted
-    first (`ducklake_rewrite_data_files`: its deletes merged into new files), in its own
-    snapshot, before the list is taken. Rows inlined in the catalog are flushed to files.
+    DuckLake may keep small inserts and deletes inlined in the catalog, and marks deleted
+    rows in delete files that its readers apply on the fly; a plain Parquet reader would miss
+    the first and see the second again. So when the files do not hold exactly the table's
+    rows, inlined data is flushed to files and the deletes are merged into rewritten data
+    files (`ducklake_flush_inlined_data`, `ducklake_rewrite_data_files`), in one snapshot of
+    their own, before the list is taken.
     """
+    n_rows = con.execute(f'select count(*) from "{table}"').fetchone()[0]
     listing = _listing(con, table)
-    if any(delete for _, delete in listing):
+    files = _counted([path for path, _ in listing], con)
+    if any(delete for _, delete in listing) or sum(n for _, n in files) != n_rows:
+        with transaction(con, f"compact {table} for file readers", {"compact": table}):
+            con.execute(
+                f"call ducklake_flush_inlined_data('{LAKE}', table_name => {_literal(table)})"
+            )
         with transaction(con, f"compact {table} for file readers", {"compact": table}):
             con.execute(
                 f"call ducklake_rewrite_data_files('{LAKE}', {_literal(table)}, "
                 "delete_threshold => 0)"
             )
         listing = _listing(con, table)
-    n_rows = con.execute(f'select count(*) from "{table}"').fetchone()[0]
-    files = _counted([path for path, _ in listing], con)
-    if sum(n for _, n in files) != n_rows:
-        with transaction(con, f"flush {table} for file readers", {"flush": table}):
-            con.execute(
-                f"call ducklake_flush_inlined_data('{LAKE}', table_name => {_literal(table)})"
-            )
-        files = _counted([path for path, _ in _listing(con, table)], con)
-    if sum(n for _, n in files) != n_rows:
+        files = _counted([path for path, _ in listing], con)
+    if any(delete for _, delete in listing) or sum(n for _, n in files) != n_rows:
         raise CellstoreError(
             f"table {table}: its Parquet files hold {sum(n for _, n in files)} rows, the table "
             f"{n_rows}: cannot hand it over as files"
         )
     snapshot = con.execute(f"select max(snapshot_id) from {LAKE}.snapshots()").fetchone()[0]
-    return TableFiles(table=table, snapshot_id=int(snapshot), files=tuple(files))
+    columns = tuple(con.table(table).columns)
+    return TableFiles(table=table, snapshot_id=int(snapshot), files=tuple(files), columns=columns)
 
 
 def _counted(paths: list[str], con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:

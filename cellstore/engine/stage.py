@@ -80,16 +80,19 @@ class TableFiles:
     workers, DDP ranks) read the files directly, e.g. `pyarrow.dataset.dataset(paths)` or
     `pyarrow.parquet.ParquetFile(path)`, without the runner's DuckDB connection.
     files: [(absolute path, n_rows)] in catalog order; `n_rows` sums to `n_rows`.
-    The runner guarantees the files hold exactly the table's rows: a table with DuckLake
-    delete files (rows deleted by an incremental run) is first rewritten by merging its
-    deletes into new files (`ducklake_rewrite_data_files`), in its own snapshot. The files
-    are immutable; keep them only for the stage's run (gc may delete files of expired
-    snapshots).
+    The runner guarantees the files hold exactly the table's rows: DuckLake keeps rows
+    deleted by an incremental run in delete files (or inlined in the catalog) that plain
+    Parquet readers do not apply, so such a table is first compacted (inlined data flushed,
+    deletes merged into rewritten files), in a snapshot of its own. The files are immutable;
+    use them during the stage's run only (gc may delete files of expired snapshots).
+    Rewritten files may carry DuckLake's own `_ducklake_internal_*` columns: read `columns`
+    (the table's columns), e.g. `pyarrow.parquet.read_table(path, columns=list(t.columns))`.
     """
 
     table: str
     snapshot_id: int
     files: tuple[tuple[str, int], ...]
+    columns: tuple[str, ...] = ()
 
     @property
     def paths(self) -> list[str]:
