@@ -1,4 +1,4 @@
-"""What a stage file imports: `from cellstore.stage import stage, Parts, StageContext, TableFiles`."""
+"""What a stage file imports: `from cellstore.stage import stage, Parts, TableFiles`."""
 
 from cellstore.engine.stage import (
     RESERVED_PARAMS,

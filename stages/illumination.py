@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellstore.imaging.columns import FIELD_COLUMNS
 from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import stage
 
 
-@stage(incremental="plate", unhashed=RUNTIME_SETTINGS)
+@stage(incremental="plate", compare=FIELD_COLUMNS, unhashed=RUNTIME_SETTINGS)
 def illumination(
     images: Any,
     ctx: Any,

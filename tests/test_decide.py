@@ -75,7 +75,10 @@ def test_partitioned_side_inputs_are_incremental_by_partition():
 
 def test_undeclared_or_artifact_side_input_forces_a_full_rebuild():
     undeclared = StageFacts(
-        name="crops", outputs=("crops",), inputs=("images", "illumination"), incremental_input="images"
+        name="crops",
+        outputs=("crops",),
+        inputs=("images", "illumination"),
+        incremental_input="images",
     )
     inputs = {"images": "r1", "illumination": "r3"}
     decision = run(undeclared, last_run(inputs), {**inputs, "illumination": "r4"})
@@ -107,9 +110,7 @@ def test_definition_change_names_the_changed_file():
     assert decision.reason == "code changed: cellstore/imaging/crops.py"
     # A code-only difference never counts as an input change when the definition is equal.
     assert (
-        run(
-            CROPS, last_run({**INPUTS, CODE_KEY: old_code}), {**INPUTS, CODE_KEY: new_code}
-        ).action
+        run(CROPS, last_run({**INPUTS, CODE_KEY: old_code}), {**INPUTS, CODE_KEY: new_code}).action
         == Action.SKIP
     )
     # Settings changed (same code): the generic reason.

@@ -325,7 +325,9 @@ def _relationship(
         describe_table(con, parent)
     except duckdb.CatalogException:
         # Not a failure of this table: the other one is not built (yet). Say so, never warn.
-        return skipped_result(target.table, spec.name, spec.severity, f"table {parent} is not built")
+        return skipped_result(
+            target.table, spec.name, spec.severity, f"table {parent} is not built"
+        )
     pairs = list(zip(spec.columns, spec.options["to_columns"], strict=True))
     condition = spec.options.get("where") or "true"
     present = " and ".join(f"child.{quote_ident(c)} is not null" for c, _ in pairs)

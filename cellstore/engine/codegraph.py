@@ -52,6 +52,9 @@ class CodeGraph:
                     self._stats[path] = entry["stat"]
                     imports = [(m, lvl) for m, lvl in entry["imports"]]
                     self._files[path] = _FileInfo(entry["sha"], imports)
+                packages = data.get("packages") or {}
+                if packages.get("stamp") == _site_stamp():
+                    self._versions = packages.get("versions")
 
     # ---- public ------------------------------------------------------------------------
     def stage_code(self, stage_file: Path, display_root: Path) -> dict[str, str]:
@@ -88,10 +91,12 @@ class CodeGraph:
             for p, i in self._files.items()
             if p in self._stats
         }
+        packages = {"stamp": _site_stamp(), "versions": self._versions}
         try:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": files}))
+            payload = {"version": CACHE_VERSION, "files": files, "packages": packages}
+            tmp.write_text(json.dumps(payload))
             tmp.replace(self.cache_path)
         except OSError:
             pass
@@ -159,7 +164,11 @@ class CodeGraph:
 
     def _package_version(self, top: str) -> str | None:
         if self._versions is None:
+            # Scanning every installed distribution costs ~0.5 s: done once, then cached
+            # until an install or removal touches a site-packages folder.
             import importlib.metadata as md
+
+            self._dirty = True
 
             self._versions = {}
             for name, dists in md.packages_distributions().items():
@@ -171,6 +180,18 @@ class CodeGraph:
                         continue
                 self._versions[name] = ",".join(sorted(set(versions)))
         return self._versions.get(top) or None
+
+
+def _site_stamp() -> list[list]:
+    """Modification times of the package folders on sys.path (pip install changes them)."""
+    stamp = []
+    for entry in sys.path:
+        if entry and ("site-packages" in entry or "dist-packages" in entry):
+            try:
+                stamp.append([entry, os.stat(entry).st_mtime_ns])
+            except OSError:
+                continue
+    return stamp
 
 
 def _module_file(root: Path, parts: list[str]) -> Path | None:

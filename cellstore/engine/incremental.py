@@ -36,11 +36,13 @@ def _keys(key: Sequence[str]) -> str:
     return ", ".join(quote(k) for k in key)
 
 
-def _group_hashes(table: str, key: Sequence[str]) -> str:
-    """One row per key value of `table`: the key and an order-independent hash of its rows."""
+def _group_hashes(table: str, key: Sequence[str], columns: Sequence[str] | None = None) -> str:
+    """One row per key value of `table`: the key and an order-independent hash of its rows
+    (of `columns` only, if given)."""
     keys = _keys(key)
+    row = f"hash({_keys(columns)})" if columns else "hash(__row)"
     return (
-        f"select {keys}, hash(list(hash(__row) order by hash(__row))) as row_hash "
+        f"select {keys}, hash(list({row} order by {row})) as row_hash "
         f"from {quote(table)} as __row group by {keys}"
     )
 
@@ -63,9 +65,17 @@ def can_run_incrementally(
     return not changed_sides or _columns(con, META_SCHEMA, stage + "__partitions") is not None
 
 
-def check_partition_columns(
-    con: duckdb.DuckDBPyConnection, stage: str, driver: str, partitions: dict[str, str]
+def check_columns(
+    con: duckdb.DuckDBPyConnection,
+    stage: str,
+    driver: str,
+    partitions: dict[str, str],
+    compare: Sequence[str] | None,
 ) -> None:
+    """Declared partition and compare columns exist, or one line naming the table."""
+    missing = sorted(set(compare or ()) - (_columns(con, "main", driver) or set()))
+    if missing:
+        raise CellstoreError(f"stage {stage}: compare names {missing}, not columns of {driver}")
     for side, column in partitions.items():
         for table in (side, driver):
             columns = _columns(con, "main", table) or set()
@@ -83,6 +93,7 @@ def prepare(
     key: Sequence[str],
     partitions: dict[str, str],
     changed_sides: Sequence[str],
+    compare: Sequence[str] | None = None,
 ) -> str:
     """Fill the temp table of keys to recompute; return the SQL of the driver rows to pass.
 
@@ -92,7 +103,7 @@ def prepare(
     """
     keys = _keys(key)
     parts = [
-        f"select {keys} from ({_group_hashes(driver, key)}) "
+        f"select {keys} from ({_group_hashes(driver, key, compare)}) "
         f"anti join {ledger_table(stage)} using ({keys}, row_hash)"
     ]
     for side in changed_sides:
@@ -132,9 +143,11 @@ def record(
     driver: str,
     key: Sequence[str],
     partitions: dict[str, str],
+    compare: Sequence[str] | None = None,
 ) -> None:
     """Rewrite the ledger and the partition hashes as of the inputs this run read."""
-    con.execute(f"create or replace table {ledger_table(stage)} as {_group_hashes(driver, key)}")
+    hashes = _group_hashes(driver, key, compare)
+    con.execute(f"create or replace table {ledger_table(stage)} as {hashes}")
     if not partitions:
         return
     selects = [

@@ -529,8 +529,8 @@ class Runner:
         driver_sql = None
         if spec.incremental_key:
             assert spec.incremental_input is not None
-            incremental.check_partition_columns(
-                con, stage.name, spec.incremental_input, spec.partitions
+            incremental.check_columns(
+                con, stage.name, spec.incremental_input, spec.partitions, spec.compare
             )
             if is_incremental:
                 driver_sql = incremental.prepare(
@@ -540,6 +540,7 @@ class Runner:
                     spec.incremental_key,
                     spec.partitions,
                     plan.changed_sides,
+                    spec.compare,
                 )
         kwargs: dict[str, Any] = {}
         for table in spec.inputs:
@@ -625,17 +626,23 @@ class Runner:
             if is_incremental and key:
                 assert spec is not None and spec.incremental_input is not None
                 incremental.delete_stale(con, table, spec.incremental_input, key)
-                if select and con.execute(f"select count(*) from ({select})").fetchone()[0]:
+                count = (
+                    con.execute(f"select count(*) from ({select})").fetchone()[0] if select else 0
+                )
+                if count:
                     con.execute(f"insert into {_quote(table)} by name {select}")
             else:
                 con.execute(f"create or replace table {_quote(table)} as {select}")
+                count = con.execute(f"select count(*) from {_quote(table)}").fetchone()[0]
             if kind == "frame":
                 con.unregister(view)
             if table == stage.name:
-                total = con.execute(f"select count(*) from {_quote(table)}").fetchone()[0]
+                total = count  # an incremental run reports the rows it wrote
         if key:
             assert spec is not None and spec.incremental_input is not None
-            incremental.record(con, stage.name, spec.incremental_input, key, spec.partitions)
+            incremental.record(
+                con, stage.name, spec.incremental_input, key, spec.partitions, spec.compare
+            )
         return total
 
     def _run_checks(self, con: duckdb.DuckDBPyConnection, stage: StageDef) -> list[Any]:

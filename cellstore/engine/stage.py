@@ -30,6 +30,7 @@ class StageSpec:
     unhashed: frozenset[str] = frozenset()
     partitions: dict[str, str] = field(default_factory=dict)
     files: frozenset[str] = frozenset()
+    compare: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -115,6 +116,7 @@ def stage(
     unhashed: Sequence[str] = (),
     partitions: dict[str, str] | None = None,
     files: Sequence[str] = (),
+    compare: Sequence[str] | None = None,
 ) -> Any:
     """Register a function as a stage named after the function.
 
@@ -132,6 +134,8 @@ def stage(
         (a content hash per key is kept in `cellstore_meta."<stage>__processed"`), or that
         lie in a partition a side input changed (below); output rows of those keys and of
         keys that vanished from the driver are deleted, the result appended.
+    compare: the driver columns the output depends on (default: all), hashed to tell a
+        changed key: bookkeeping columns (a CSV row number, say) then do not recompute it.
     partitions: how each side input (an input other than the driver) partitions the stage,
         as {input: column}, the column present in both the side input and the driver:
         `partitions={"illumination": "plate"}` means a plate's rows depend only on that
@@ -194,6 +198,7 @@ def stage(
             unhashed=frozenset(unhashed),
             partitions=dict(partitions or {}),
             files=frozenset(files),
+            compare=tuple(compare) if compare is not None else None,
         )
         for side, column in spec.partitions.items():
             if side not in inputs or side == spec.incremental_input or key is None:
@@ -203,6 +208,8 @@ def stage(
                 )
             if not isinstance(column, str):
                 raise TypeError(f"stage {fn.__name__}: partitions[{side!r}] must be a column")
+        if compare is not None and key is None:
+            raise TypeError(f"stage {fn.__name__}: compare needs an incremental stage")
         unknown_files = sorted(set(files) - set(inputs))
         if unknown_files:
             raise TypeError(f"stage {fn.__name__}: files names no input: {unknown_files}")
