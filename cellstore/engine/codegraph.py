@@ -22,6 +22,9 @@ CACHE_VERSION = 1
 class _FileInfo:
     sha: str
     imports: list[tuple[str, int]]  # (module or "module:name", relative level)
+    # Resolved imports, kept with the file: [[path, module], ...] and third-party names.
+    edges: list[list[str]] | None = None
+    packages: list[str] | None = None
 
 
 @dataclass
@@ -39,6 +42,7 @@ class CodeGraph:
     _stats: dict[str, list] = field(default_factory=dict)
     _dirty: bool = False
     _versions: dict[str, str] | None = None
+    _valid: set[str] = field(default_factory=set)  # files checked in this process
 
     def __post_init__(self) -> None:
         self.roots = [r.resolve() for r in dict.fromkeys(self.roots)]
@@ -51,7 +55,9 @@ class CodeGraph:
                 for path, entry in data.get("files", {}).items():
                     self._stats[path] = entry["stat"]
                     imports = [(m, lvl) for m, lvl in entry["imports"]]
-                    self._files[path] = _FileInfo(entry["sha"], imports)
+                    info = _FileInfo(entry["sha"], imports, entry.get("edges"))
+                    info.packages = entry.get("packages")
+                    self._files[path] = info
                 packages = data.get("packages") or {}
                 if packages.get("stamp") == _site_stamp():
                     self._versions = packages.get("versions")
@@ -70,12 +76,16 @@ class CodeGraph:
             seen.add(path)
             info = self._info(path)
             out[self._display(path, display_root)] = info.sha
-            for name, level in info.imports:
-                for target in self._resolve(name, level, module, path):
-                    if isinstance(target, str):
-                        packages.add(target)
-                    else:
-                        todo.append(target)
+            if str(path) not in self._valid:
+                if (
+                    info.edges is None
+                    or info.packages is None
+                    or not all(os.path.isfile(p) for p, _ in info.edges)
+                ):
+                    self._link(info, module, path)
+                self._valid.add(str(path))
+            packages.update(info.packages or ())
+            todo.extend((Path(p), m) for p, m in info.edges or ())
         for top in sorted(packages):
             version = self._package_version(top)
             if version is not None:
@@ -87,7 +97,13 @@ class CodeGraph:
         if not self._dirty or self.cache_path is None:
             return
         files = {
-            p: {"stat": self._stats[p], "sha": i.sha, "imports": i.imports}
+            p: {
+                "stat": self._stats[p],
+                "sha": i.sha,
+                "imports": i.imports,
+                "edges": i.edges,
+                "packages": i.packages,
+            }
             for p, i in self._files.items()
             if p in self._stats
         }
@@ -105,6 +121,8 @@ class CodeGraph:
     # ---- files -------------------------------------------------------------------------
     def _info(self, path: Path) -> _FileInfo:
         key = str(path)
+        if key in self._valid:
+            return self._files[key]
         st = path.stat()
         stat = [st.st_size, st.st_mtime_ns]
         cached = self._files.get(key)
@@ -115,6 +133,23 @@ class CodeGraph:
         self._files[key], self._stats[key] = info, stat
         self._dirty = True
         return info
+
+    def _link(self, info: _FileInfo, module: str | None, path: Path) -> None:
+        """Resolve a file's imports once; kept in the cache beside its hash.
+
+        (A module file added later that an unchanged file's import would now resolve to is
+        not seen until that file changes; a removed one is.)"""
+        edges: dict[str, str] = {}
+        packages: set[str] = set()
+        for name, level in info.imports:
+            for target in self._resolve(name, level, module, path):
+                if isinstance(target, str):
+                    packages.add(target)
+                else:
+                    edges[str(target[0])] = target[1]
+        info.edges = [[p, m] for p, m in sorted(edges.items())]
+        info.packages = sorted(packages)
+        self._dirty = True
 
     def _display(self, path: Path, display_root: Path) -> str:
         for root in (display_root, *self.roots):

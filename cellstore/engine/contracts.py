@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+
+# `to: images`, `{input: images, rejected: images_rejected}`: the tables a relationship or
+# row_accounting check reads. A plain text scan (no YAML parse on every build): a key that
+# only looks like one adds an ordering preference at worst, never an error.
+_READS = re.compile(r"\b(?:to|input|rejected)\s*:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def tables_checked_against(schema_dir: Path, table: str) -> set[str]:
     """Tables named by the `relationship` (`to:`) and `row_accounting` (`input:`,
-    `rejected:`) checks of `schema_dir/<table>.yml`; empty when there is no contract.
-
-    Read with plain YAML (not the full contract parser): a wrong file is reported by the
-    checks themselves when the stage runs.
-    """
+    `rejected:`) checks of `schema_dir/<table>.yml`; empty when there is no contract."""
     path = schema_dir / f"{table}.yml"
-    if not path.is_file():
-        return set()
-    import yaml
-
     try:
-        doc = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, yaml.YAMLError):
+        text = path.read_text()
+    except OSError:
         return set()
-    found: set[str] = set()
-    for check in doc.get("checks") or [] if isinstance(doc, dict) else []:
-        if not isinstance(check, dict):
-            continue
-        for kind, keys in (("relationship", ("to",)), ("row_accounting", ("input", "rejected"))):
-            options: Any = check.get(kind)
-            if isinstance(options, dict):
-                found.update(options[k] for k in keys if isinstance(options.get(k), str))
-    found.discard(table)
-    return found
+    if "relationship" not in text and "row_accounting" not in text:
+        return set()
+    return set(_READS.findall(text)) - {table}

@@ -138,6 +138,7 @@ class Runner:
             [project.root, package_root], cache_path=self.warehouse.root / "cache" / "code.json"
         )
         self._code: dict[str, dict[str, str]] = {}
+        self._run_columns_checked = False
 
     # ---- state read from the warehouse -------------------------------------------------
     def _last_runs(self, con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
@@ -306,7 +307,6 @@ class Runner:
         with build_lock(self.warehouse.root):
             con = self.warehouse.connect()
             try:
-                _ensure_run_columns(con)
                 last_runs = self._last_runs(con)
                 existing = table_names(con)
                 failed: set[str] = set()
@@ -685,8 +685,10 @@ class Runner:
             "started_at": result.started_at or datetime.now(UTC),
         }
 
-    @staticmethod
-    def _insert_run(con: duckdb.DuckDBPyConnection, record: dict[str, Any]) -> None:
+    def _insert_run(self, con: duckdb.DuckDBPyConnection, record: dict[str, Any]) -> None:
+        if not self._run_columns_checked:  # once per build, and never in a no-op build
+            _ensure_run_columns(con)
+            self._run_columns_checked = True
         columns = list(record)
         placeholders = ", ".join("?" for _ in columns)
         con.execute(
