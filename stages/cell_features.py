@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellstore.imaging.columns import FIELD_COLUMNS
 from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import Parts, stage
 
@@ -11,6 +12,9 @@ from cellstore.stage import Parts, stage
 @stage(
     outputs=["cell_features", "cell_features_rejected"],
     incremental="image_id",
+    compare=FIELD_COLUMNS,  # a field's source_row or image_number may shift: not its pixels
+    partitions={"nuclei": "image_id", "illumination": "plate"},
+    files=["nuclei"],  # the driver reads each plate's nuclei from their Parquet files
     unhashed=RUNTIME_SETTINGS,
 )
 def cell_features(

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellstore.imaging.columns import FIELD_COLUMNS
 from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import Parts, stage
 
 
-@stage(outputs=["crops", "crops_rejected"], incremental="image_id", unhashed=RUNTIME_SETTINGS)
+@stage(
+    outputs=["crops", "crops_rejected"],
+    incremental="image_id",
+    compare=FIELD_COLUMNS,  # a field's source_row or image_number may shift: not its pixels
+    partitions={"nuclei": "image_id", "illumination": "plate"},
+    files=["nuclei"],  # the driver reads each plate's nuclei from their Parquet files
+    unhashed=RUNTIME_SETTINGS,
+)
 def crops(
     images: Any,
     nuclei: Any,

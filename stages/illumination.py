@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellstore.imaging.columns import FIELD_COLUMNS
 from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import stage
 
 
-@stage(incremental="plate", unhashed=RUNTIME_SETTINGS)
+@stage(incremental="plate", compare=FIELD_COLUMNS, unhashed=RUNTIME_SETTINGS)
 def illumination(
     images: Any,
     ctx: Any,
@@ -31,7 +32,7 @@ def illumination(
     the quality checks are left out (`n_rejected`). `intensity_low` / `intensity_high` are
     `percentiles` of corrected intensities over `normalization_sample` fields of the plate:
     the crops stage maps them to 0 and 255. Incremental on plate: adding plates computes only
-    theirs (fields added to an existing plate need --full-refresh).
+    theirs, and a plate whose fields changed (one added, say) is recomputed.
     """
     from cellstore.imaging.driver import IlluminationSettings, build_illumination
     from cellstore.imaging.fieldio import QualityLimits

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from cellstore.imaging.columns import FIELD_COLUMNS
 from cellstore.parallel import RUNTIME_SETTINGS
 from cellstore.stage import Parts, stage
 
 
-@stage(outputs=["nuclei", "nuclei_rejected"], incremental="image_id", unhashed=RUNTIME_SETTINGS)
+@stage(
+    outputs=["nuclei", "nuclei_rejected"],
+    incremental="image_id",
+    compare=FIELD_COLUMNS,  # a field's source_row or image_number may shift: not its pixels
+    partitions={"illumination": "plate"},  # a plate's illumination changed: redo its fields
+    unhashed=RUNTIME_SETTINGS,
+)
 def nuclei(
     images: Any,
     illumination: Any,

@@ -39,6 +39,11 @@ def passed_result(table: str, check: str, severity: str) -> CheckResult:
     return CheckResult(table, check, severity, True, 0, "", f"{table}: {check} passed")
 
 
+def skipped_result(table: str, check: str, severity: str, why: str) -> CheckResult:
+    """A check that could not run for a reason outside the table (not a failure)."""
+    return CheckResult(table, check, severity, True, 0, "", f"{table}: {check} skipped: {why}")
+
+
 def failed_result(
     table: str,
     check: str,

@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 
 from .contract import CheckSpec, TableContract, is_list_type, types_match
-from .results import SAMPLE_ROWS, CheckResult, failed_result, passed_result
+from .results import SAMPLE_ROWS, CheckResult, failed_result, passed_result, skipped_result
 
 
 def quote_ident(name: str) -> str:
@@ -321,7 +321,13 @@ def _relationship(
     con: duckdb.DuckDBPyConnection, target: CheckTarget, spec: CheckSpec
 ) -> CheckResult:
     parent = spec.options["to"]
-    describe_table(con, parent)  # a clear CatalogException if the parent table is missing
+    try:
+        describe_table(con, parent)
+    except duckdb.CatalogException:
+        # Not a failure of this table: the other one is not built (yet). Say so, never warn.
+        return skipped_result(
+            target.table, spec.name, spec.severity, f"table {parent} is not built"
+        )
     pairs = list(zip(spec.columns, spec.options["to_columns"], strict=True))
     condition = spec.options.get("where") or "true"
     present = " and ".join(f"child.{quote_ident(c)} is not null" for c, _ in pairs)

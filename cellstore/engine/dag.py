@@ -6,13 +6,21 @@ from cellstore.engine.project import Project
 from cellstore.errors import CellstoreError
 
 
-def topological_order(project: Project) -> list[str]:
-    """Stage names, every stage after all the stages it reads from (ties by name)."""
+def topological_order(project: Project, after: dict[str, set[str]] | None = None) -> list[str]:
+    """Stage names, every stage after all the stages it reads from (ties by name).
+
+    `after`: soft edges, {stage: stages to run first when the order allows it} (a stage
+    whose checks read another table runs after that table's stage); never a cycle error.
+    """
     upstream = {name: set(project.upstream_stages(s)) for name, s in project.stages.items()}
+    soft = after or {}
     order: list[str] = []
     done: set[str] = set()
     while len(order) < len(upstream):
-        ready = sorted(n for n, ups in upstream.items() if n not in done and ups <= done)
+        hard = [n for n, ups in upstream.items() if n not in done and ups <= done]
+        pending = set(upstream) - done
+        ready = sorted(n for n in hard if not (soft.get(n, set()) & pending - {n}))
+        ready = ready or sorted(hard)  # soft edges yield rather than deadlock
         if not ready:
             raise CellstoreError(_describe_cycle(project, upstream, done))
         order.extend(ready)

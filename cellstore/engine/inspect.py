@@ -5,7 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from cellstore.engine.artifacts import gc_artifacts
 from cellstore.engine.project import Project
+from cellstore.engine.runner import committed_runs
 from cellstore.engine.warehouse import LAKE, META_SCHEMA, Warehouse, snapshots, table_names
 from cellstore.errors import CellstoreError
 
@@ -33,6 +35,8 @@ def _runs(con, where: str = "", params: list | None = None) -> list[dict]:
 def print_tables(console: Console, warehouse: Warehouse) -> None:
     con = warehouse.connect(read_only=True)
     by_run = {s.get("run_id"): s for s in snapshots(con) if s.get("run_id")}
+    for run_id, commit in committed_runs(con).items():
+        by_run.setdefault(run_id, commit)  # runs whose snapshot gc expired
     writer: dict[str, dict] = {}
     for run in _runs(con, "where status in ('built', 'incremental')"):
         for table in run["tables"] or []:
@@ -125,6 +129,7 @@ def collect_garbage(
         console.print(
             f"files of expired snapshots {'to delete' if dry_run else 'deleted'}: {len(cleaned)}"
         )
+    gc_artifacts(console, warehouse, dry_run, con=con)  # after expiry: versions it freed
     orphans = con.execute(
         f"call ducklake_delete_orphaned_files('{LAKE}', dry_run => {dry}, cleanup_all => true)"
     ).fetchall()

@@ -78,6 +78,8 @@ class Project:
 def load_project(root: Path) -> Project:
     """Discover and validate every stage under `root`."""
     root = root.resolve()
+    if str(root) not in sys.path:
+        sys.path.append(str(root))  # stages may import the project's own modules
     found: list[StageDef] = []
     for path in sorted((root / "sql").glob("*.sql")):
         found.append(_load_sql_stage(path))

@@ -105,6 +105,8 @@ class Warehouse:
         """Attach the catalog as `lake` and make it the default database."""
         if read_only or snapshot is not None:
             self.require()
+        if snapshot is not None and snapshot < 0:
+            raise CellstoreError(f"snapshot {snapshot} does not exist in {self.root}")
         else:
             if not self.root.parent.is_dir():
                 raise CellstoreError(

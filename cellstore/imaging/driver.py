@@ -10,22 +10,13 @@ from typing import Any
 import numpy as np
 
 from cellstore.imaging.batches import compact, field_batches
+from cellstore.imaging.columns import FIELD_COLUMNS
 from cellstore.imaging.fieldio import CHANNELS, QualityLimits
 from cellstore.imaging.fields import PlateIllumination
 from cellstore.imaging.illumination import MeanImage, flat_function, illumination_function
 from cellstore.imaging.parts import TaskResult, rejected_schema, write_empty_part
 from cellstore.imaging.tasks import illumination_limits, illumination_sums
 
-FIELD_COLUMNS = (
-    "image_id",
-    "plate",
-    "well",
-    "width",
-    "height",
-    "path_dapi",
-    "path_tubulin",
-    "path_actin",
-)
 Progress = Callable[..., None]
 
 
@@ -54,19 +45,42 @@ def plate_tables(fields: Any, centres: Any = None) -> Iterator[tuple[Any, int]]:
     Each plate is fetched with its own queries and joined here, in Arrow: memory follows
     the largest plate, not the dataset, and the inputs may live on different DuckDB
     connections (one open result per connection: a stream would end silently when another
-    query runs on its connection).
+    query runs on its connection). `centres` may also be the nuclei table's Parquet files
+    (an object with `paths`, as a stage's `files=` input gives): each plate's nuclei are
+    then read from the files (row groups of other plates skipped by their statistics)
+    instead of with one query per plate.
     """
     plates = [row[0] for row in fields.aggregate("plate", "plate").order("plate").fetchall()]
+    read_centres = None if centres is None else _centre_reader(centres)
     for plate in plates:
         where = f"plate = {sql_literal(plate)}"
         table = fields.filter(where).select(", ".join(FIELD_COLUMNS)).to_arrow_table()
         n_fields = pa_count_distinct(table)
-        if centres is None:
+        if read_centres is None:
             yield table.sort_by("image_id"), n_fields
             continue
-        nuclei = centres.filter(where).select(", ".join(CENTRE_COLUMNS)).to_arrow_table()
+        nuclei = read_centres(plate)
         joined = table.join(nuclei, "image_id", join_type="inner", use_threads=False)
         yield joined.sort_by([("image_id", "ascending"), ("object_number", "ascending")]), n_fields
+
+
+def _centre_reader(centres: Any) -> Callable[[str], Any]:
+    """plate → Arrow table of CENTRE_COLUMNS, from a relation or from Parquet files."""
+    if hasattr(centres, "paths"):
+        import pyarrow.dataset as ds
+
+        dataset = ds.dataset(list(centres.paths), format="parquet")
+
+        def from_files(plate: str) -> Any:
+            return dataset.to_table(columns=list(CENTRE_COLUMNS), filter=ds.field("plate") == plate)
+
+        return from_files
+
+    def from_relation(plate: str) -> Any:
+        where = f"plate = {sql_literal(plate)}"
+        return centres.filter(where).select(", ".join(CENTRE_COLUMNS)).to_arrow_table()
+
+    return from_relation
 
 
 # ---- illumination lookup ---------------------------------------------------------------
@@ -148,7 +162,7 @@ def run_field_tasks(
     """
     _require(fields, FIELD_COLUMNS, "images")
     if centres is not None:
-        _require(centres, ("plate", *CENTRE_COLUMNS), "nuclei")
+        _require(centres, ("plate", *CENTRE_COLUMNS), "nuclei")  # relation or table files
     parts_dir.mkdir(parents=True, exist_ok=True)
     total = count_fields(fields)
     run = FieldRun()
