@@ -18,12 +18,16 @@ from cellstore.engine import dag
 from cellstore.engine.config import Config
 from cellstore.engine.lock import build_lock
 from cellstore.engine.project import Project, StageDef
+from cellstore.engine.scratch import clear_scratch
 from cellstore.engine.settings import resolve_settings
 from cellstore.engine.stage import Parts, StageContext
+from cellstore.engine.verify import damaged_tables
 from cellstore.engine.warehouse import (
     LAKE,
     META_SCHEMA,
     Warehouse,
+    delete_orphaned_files,
+    has_metadata,
     run_snapshots,
     table_names,
     transaction,
@@ -65,6 +69,7 @@ class StageResult:
 class BuildResult:
     build_id: str
     results: list[StageResult]
+    unrecorded: str | None = None  # why failed runs could not be recorded (e.g. disk full)
 
     @property
     def ok(self) -> bool:
@@ -120,9 +125,12 @@ class Runner:
         self.settings = resolve_settings(project, config, overrides)
         self.order = dag.topological_order(project)
         self.reporter = reporter or Reporter()
+        self.damaged: dict[str, str] = {}  # table → why its files are damaged (verify.py)
 
     # ---- state read from the warehouse -------------------------------------------------
     def _last_runs(self, con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+        if not has_metadata(con):  # a bare catalog (e.g. a build killed while creating it)
+            return {}
         rows = con.execute(
             f"""
             select stage, run_id, fingerprint, definition_fp, inputs, artifact_dir
@@ -204,6 +212,9 @@ class Runner:
         missing = [t for t in stage.outputs if t not in existing]
         if missing:
             return "build", f"table {missing[0]} missing"
+        damaged = [t for t in stage.outputs if t in self.damaged]
+        if damaged:  # never "up to date", and never incremental on top of lost rows
+            return "build", self.damaged[damaged[0]]
         if last["definition_fp"] != definition_fp:
             return "build", "code or settings changed"
         old = json.loads(last["inputs"] or "{}")
@@ -224,6 +235,7 @@ class Runner:
         con = self._connect_for_plan()
         last_runs = self._last_runs(con) if con else {}
         existing = table_names(con) if con else set()
+        self.damaged = damaged_tables(con) if con else {}
         will_change: set[str] = set()  # tables a planned stage will rewrite
         plans = []
         for name in self.order:
@@ -257,10 +269,12 @@ class Runner:
         build_id = uuid.uuid4().hex[:12]
         results: list[StageResult] = []
         with build_lock(self.warehouse.root):
+            clear_scratch(self.warehouse.root)  # we hold the lock: no other build is running
             con = self.warehouse.connect()
             try:
                 last_runs = self._last_runs(con)
                 existing = table_names(con)
+                self.damaged = damaged_tables(con)
                 failed: set[str] = set()
                 changed: set[str] = set()
                 not_committed: list[dict[str, Any]] = []
@@ -286,11 +300,12 @@ class Runner:
                     elif result.status == "failed":
                         failed.add(name)
                         not_committed.append(self._run_record(build_id, stage, result))
+                unrecorded = None
                 if not_committed:
-                    self._record_failures(con, build_id, not_committed, results)
+                    unrecorded = self._record_failures(con, build_id, not_committed, results)
             finally:
                 con.close()
-        return BuildResult(build_id, results)
+        return BuildResult(build_id, results, unrecorded)
 
     def _build_stage(
         self,
@@ -643,13 +658,26 @@ class Runner:
         build_id: str,
         records: list[dict[str, Any]],
         results: list[StageResult],
-    ) -> None:
-        """Failed and blocked runs are recorded too, in one metadata-only snapshot."""
+    ) -> str | None:
+        """Failed and blocked runs are recorded too, in one metadata-only snapshot.
+
+        Returns None, or why they could not be recorded (the build's error is what matters).
+        """
         checks = [c for r in results if r.status == "failed" for c in r.checks]
-        with transaction(con, "record failures", {"build_id": build_id}):
-            for record in records:
-                self._insert_run(con, record)
-            self._record_checks(con, checks, None)
+        for attempt in (1, 2):
+            try:
+                with transaction(con, "record failures", {"build_id": build_id}):
+                    for record in records:
+                        self._insert_run(con, record)
+                    self._record_checks(con, checks, None)
+                return None
+            except duckdb.Error as exc:
+                if attempt == 2:
+                    return _first_line(exc)
+                # Usually a full disk, filled by the failed stage's unreferenced files: we
+                # hold the build lock, so no live transaction owns any of them.
+                delete_orphaned_files(con)
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
