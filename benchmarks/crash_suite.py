@@ -22,6 +22,7 @@ times (`build & while alive: gc`) and checks nothing was published with a missin
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import re
@@ -194,12 +195,11 @@ def run_trial(
         found = digests(warehouse)
         trial.tables = len(found)
         trial.inconsistent = sum(found[t] != ref_digests.get(t) for t in found)
-        dry = cellstore("gc", "--dry-run", "--warehouse", str(warehouse)).stdout
-        gc = cellstore("gc", "--warehouse", str(warehouse))
+        gc = cellstore("gc", "--warehouse", str(warehouse))  # prints what it deleted
         after = cellstore("gc", "--dry-run", "--warehouse", str(warehouse)).stdout
-        orphans, scratch = ORPHANS, SCRATCH
-        trial.orphans = f"{count(orphans, dry)}→{count(orphans, after)}"
-        trial.scratch = f"{count(scratch, dry)}→{count(scratch, after)}"
+        deleted = gc.stdout.replace(" deleted:", " to delete:")
+        trial.orphans = f"{count(ORPHANS, deleted)}→{count(ORPHANS, after)}"
+        trial.scratch = f"{count(SCRATCH, deleted)}→{count(SCRATCH, after)}"
         if gc.returncode != 0:
             trial.note = f"gc failed: {gc.stderr.strip()[-120:]}"
     else:
@@ -254,11 +254,10 @@ def print_table(trials: list[Trial]) -> None:
     )
 
 
-def gc_race(runs: int, source: Path, work: Path, scheduler: str) -> None:
+def gc_race(runs: int, source: Path, work: Path, scheduler: str, jobs: int) -> None:
     """The issue's repro: `build & while kill -0 $!; do gc; done`, `runs` times."""
-    print(f"{'#':>3} {'gc calls':>8} {'refused':>7} {'build':>6} {'verify':>7} {'check':>6}")
-    bad = 0
-    for i in range(runs):
+
+    def race(i: int) -> tuple[int, int, int, bool, bool, bool]:
         warehouse = work / f"race{i:02d}"
         shutil.rmtree(warehouse, ignore_errors=True)
         args = ["build", "--source", str(source), "--warehouse", str(warehouse)]
@@ -267,8 +266,8 @@ def gc_race(runs: int, source: Path, work: Path, scheduler: str) -> None:
             [sys.executable, "-m", "cellstore", *args],
             cwd=REPO,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         calls = refused = 0
         while build.poll() is None:
@@ -279,10 +278,22 @@ def gc_race(runs: int, source: Path, work: Path, scheduler: str) -> None:
         built = build.returncode == 0
         verify = cellstore("verify", "--warehouse", str(warehouse)).returncode == 0
         check = cellstore("check", "--warehouse", str(warehouse)).returncode == 0
-        bad += not (built and verify and check)
-        print(f"{i:>3} {calls:>8} {refused:>7} {built!s:>6} {verify!s:>7} {check!s:>6}")
         shutil.rmtree(warehouse, ignore_errors=True)
-    print(f"\n{runs} builds with gc looping beside them: {bad} with a failure")
+        print(f"race {i}: {calls} gc calls, {refused} refused, build {built}", flush=True)
+        return i, calls, refused, built, verify, check
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        rows = list(pool.map(race, range(runs)))
+    print(f"{'#':>3} {'gc calls':>8} {'refused':>7} {'build':>6} {'verify':>7} {'check':>6}")
+    for i, calls, refused, built, verify, check in rows:
+        print(f"{i:>3} {calls:>8} {refused:>7} {built!s:>6} {verify!s:>7} {check!s:>6}")
+    bad = sum(not (r[3] and r[4] and r[5]) for r in rows)
+    print(
+        f"\n{runs} builds with gc looping beside them: {sum(r[1] for r in rows)} gc calls, "
+        f"{sum(r[2] for r in rows)} refused, {bad} builds with a failure (build, verify or check)"
+    )
 
 
 def main() -> None:
@@ -293,8 +304,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--sites", type=int, default=1)
     parser.add_argument(
-        "--dask-every", type=int, default=4, help="every Nth trial uses a dask LocalCluster"
+        "--dask-every", type=int, default=6, help="every Nth trial uses a dask LocalCluster"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="trials run at once")
     parser.add_argument("--gc-race", type=int, default=0, help="run the gc-during-build loop")
     options = parser.parse_args()
 
@@ -311,20 +323,25 @@ def main() -> None:
         )  # fmt: skip
         assert synth.returncode == 0, synth.stderr
     if options.gc_race:
-        gc_race(options.gc_race, source, work, "inline")
+        gc_race(options.gc_race, source, work, "inline", options.jobs)
         return
 
     project = load_project(REPO)
     order = topological_order(project)
     artifact_stages = {n for n, s in project.stages.items() if s.is_artifact}
     reference = work / "reference"
-    shutil.rmtree(reference, ignore_errors=True)
-    started = time.time()
-    ref = cellstore(
-        "build", "--source", str(source), "--warehouse", str(reference), "--scheduler", "inline"
-    )
-    ref_seconds = time.time() - started
-    assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-2000:]
+    marker = work / "reference.json"  # a finished reference build, reused by later runs
+    if marker.exists():
+        started, ref_seconds = json.loads(marker.read_text())
+    else:
+        shutil.rmtree(reference, ignore_errors=True)
+        started = time.time()
+        ref = cellstore(
+            "build", "--source", str(source), "--warehouse", str(reference), "--scheduler", "inline"
+        )
+        ref_seconds = time.time() - started
+        assert ref.returncode == 0, ref.stdout[-2000:] + ref.stderr[-2000:]
+        marker.write_text(json.dumps([started, ref_seconds]))
     ref_digests = digests(reference)
     windows = stage_windows(reference, started)
     print(
@@ -333,7 +350,7 @@ def main() -> None:
     )
     rng = random.Random(options.seed)
     targets = [s for s in order if s in windows]
-    trials = []
+    planned = []
     for i in range(options.trials):
         mode = "full-refresh" if i % 3 == 2 else "fresh"
         scheduler = "" if options.dask_every and i % options.dask_every == 3 else "inline"
@@ -343,16 +360,26 @@ def main() -> None:
             target = targets[(i - i // 4 - 1) % len(targets)]
             low, high = windows[target]
             kill_s = rng.uniform(max(0.5, low), max(0.6, high))
-        trial = Trial(i, mode, scheduler, target, kill_s)
+        planned.append(Trial(i, mode, scheduler, target, kill_s))
+
+    def run(trial: Trial) -> Trial:
         t0 = time.time()
         run_trial(trial, source, reference, ref_digests, order, artifact_stages, work)
         print(
-            f"trial {i}: {mode} {scheduler or 'dask'} kill {kill_s:.1f}s during "
-            f"{trial.killed_during}: incons {trial.inconsistent}, identical {trial.identical}, "
-            f"leftover {trial.leftover} ({time.time() - t0:.0f} s) {trial.note}",
+            f"trial {trial.index}: {trial.mode} {trial.scheduler or 'dask'} kill "
+            f"{trial.kill_s:.1f}s during {trial.killed_during}: incons {trial.inconsistent}, "
+            f"identical {trial.identical}, leftover {trial.leftover} "
+            f"({time.time() - t0:.0f} s) {trial.note}",
             flush=True,
         )
-        trials.append(trial)
+        return trial
+
+    # Trials are independent subprocess-driven runs in their own warehouses: --jobs > 1 runs
+    # several at once (kill points then fall at other moments of the build; still random).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        trials = list(pool.map(run, planned))
     print()
     print_table(trials)
 

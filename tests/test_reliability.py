@@ -306,3 +306,23 @@ def test_gc_and_build_remove_scratch_of_dead_builds(toy):
     left = leave_scratch()
     toy.cli("build", check=True)  # holds the lock: whatever is in tmp/ is a dead build's
     assert not any(p.exists() for p in left)
+
+
+def test_build_says_when_failed_runs_cannot_be_recorded(toy, monkeypatch):
+    """Fix 4, last resort: when even the failure record cannot be written, say why."""
+    import duckdb
+
+    from cellstore.engine.runner import Runner
+
+    toy.sql("doubled", "select i, i * 2 as twice from nope\n")
+    insert = Runner._insert_run
+
+    def failing_insert(con, record):
+        if record["status"] != "built":
+            raise duckdb.IOException("IO Error: No space left on device")
+        insert(con, record)
+
+    monkeypatch.setattr(Runner, "_insert_run", staticmethod(failing_insert))
+    result = toy.build()
+    assert result.first_failure().stage == "doubled"
+    assert result.unrecorded == "IOException: IO Error: No space left on device"

@@ -235,7 +235,7 @@ class Runner:
         con = self._connect_for_plan()
         last_runs = self._last_runs(con) if con else {}
         existing = table_names(con) if con else set()
-        self.damaged = damaged_tables(con) if con else {}
+        self.damaged = damaged_tables(con, self.warehouse.data_dir) if con else {}
         will_change: set[str] = set()  # tables a planned stage will rewrite
         plans = []
         for name in self.order:
@@ -274,7 +274,7 @@ class Runner:
             try:
                 last_runs = self._last_runs(con)
                 existing = table_names(con)
-                self.damaged = damaged_tables(con)
+                self.damaged = damaged_tables(con, self.warehouse.data_dir)
                 failed: set[str] = set()
                 changed: set[str] = set()
                 not_committed: list[dict[str, Any]] = []

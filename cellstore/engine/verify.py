@@ -136,13 +136,54 @@ def verify_files(
     return files, damage
 
 
-def damaged_tables(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """User tables of the current snapshot whose files are missing or the wrong size, each
+def current_files(con: duckdb.DuckDBPyConnection, data_dir: str, schema: str) -> list[DataFile]:
+    """The latest snapshot's files of one schema, read from DuckLake's own catalog tables in
+    one query (~0.03 s; `ducklake_list_files` once per table costs ~1 s on a busy machine).
+    `data_dir` is where the warehouse's data lives now (it may have moved since it was made).
+    """
+    meta = f"__ducklake_metadata_{LAKE}"
+
+    def under(prefix: str, alias: str) -> str:
+        return (
+            f"case when {alias}.path_is_relative then {prefix} || {alias}.path "
+            f"else {alias}.path end"
+        )
+
+    table_dir = under(under("$1", "s"), "t")
+    rows = con.execute(
+        f"""
+        with current_tables as (
+            select s.schema_name, t.table_id, t.table_name, {table_dir} as folder
+            from {meta}.ducklake_table t
+            join {meta}.ducklake_schema s using (schema_id)
+            where t.end_snapshot is null and s.end_snapshot is null and s.schema_name = $2
+        ),
+        files as (
+            select table_id, path, path_is_relative, file_size_bytes, footer_size
+            from {meta}.ducklake_data_file where end_snapshot is null
+            union all
+            select table_id, path, path_is_relative, file_size_bytes, footer_size
+            from {meta}.ducklake_delete_file where end_snapshot is null
+        )
+        select c.schema_name, c.table_name,
+            case when f.path_is_relative then c.folder || f.path else f.path end,
+            f.file_size_bytes, f.footer_size
+        from files f join current_tables c using (table_id)
+        order by all
+        """,
+        [data_dir, schema],
+    ).fetchall()
+    return [DataFile(*row) for row in rows]
+
+
+def damaged_tables(con: duckdb.DuckDBPyConnection, data_dir: str) -> dict[str, str]:
+    """User tables of the latest snapshot whose files are missing or the wrong size, each
     with a one-line reason (what a build prints when it rebuilds them instead of skipping)."""
-    _, damage = verify_files(con, schema="main", deep=False)
     by_table: dict[str, list[Damage]] = {}
-    for item in damage:
-        by_table.setdefault(item.file.table, []).append(item)
+    for file in current_files(con, data_dir, "main"):
+        problem = cheap_problem(file) if _is_local(file.path) else None
+        if problem:
+            by_table.setdefault(file.table, []).append(Damage(file, problem))
     reasons = {}
     for table, items in by_table.items():
         first = items[0]
