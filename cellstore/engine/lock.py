@@ -41,7 +41,7 @@ def _open_lock_file(root: Path, action: str):
 
 
 def holder(root: Path) -> str:
-    """Who holds the lock, as the holder wrote it ("pid 123 (build)"), or "" if unknown."""
+    """Who holds the lock, as the holder wrote it ("pid 123, build"), or "" if unknown."""
     try:
         return (root / LOCK_FILE).read_text().strip()
     except OSError:
@@ -86,7 +86,7 @@ def build_lock(
         try:
             handle.seek(0)
             handle.truncate()
-            handle.write(f"pid {os.getpid()} ({action})\n")
+            handle.write(f"pid {os.getpid()}, {action}\n")
             handle.flush()
         except OSError:
             pass  # the note is informative only; holding the lock is what matters
