@@ -225,21 +225,27 @@ def run_trial(
     return trial
 
 
-def print_table(trials: list[Trial]) -> None:
-    head = (
-        f"{'#':>3} {'mode':<12} {'sched':<6} {'kill s':>6} {'target':<24} {'killed during':<24} "
-        f"{'tables':>6} {'incons':>6} {'damaged':>7} {'orphans':>8} {'scratch':>7} "
-        f"{'leftover':>8} {'rebuild':>8} note"
+HEADER = (
+    f"{'#':>3} {'mode':<12} {'sched':<6} {'kill s':>6} {'target':<24} {'killed during':<24} "
+    f"{'tables':>6} {'incons':>6} {'damaged':>7} {'orphans':>8} {'scratch':>7} "
+    f"{'leftover':>8} {'rebuild':>8} note"
+)
+
+
+def row(t: Trial) -> str:
+    return (
+        f"{t.index:>3} {t.mode:<12} {t.scheduler or 'dask':<6} {t.kill_s:>6.1f} "
+        f"{t.target:<24} {t.killed_during:<24} {t.tables:>6} "
+        f"{t.inconsistent + (0 if t.readable else 1):>6} {t.damaged:>7} {t.orphans:>8} "
+        f"{t.scratch:>7} {t.leftover:>8} {'same' if t.identical else 'DIFF':>8} {t.note}"
     )
-    print(head)
-    print("-" * len(head))
+
+
+def print_table(trials: list[Trial]) -> None:
+    print(HEADER)
+    print("-" * len(HEADER))
     for t in trials:
-        print(
-            f"{t.index:>3} {t.mode:<12} {t.scheduler or 'dask':<6} {t.kill_s:>6.1f} "
-            f"{t.target:<24} {t.killed_during:<24} {t.tables:>6} "
-            f"{t.inconsistent + (0 if t.readable else 1):>6} {t.damaged:>7} {t.orphans:>8} "
-            f"{t.scratch:>7} {t.leftover:>8} {'same' if t.identical else 'DIFF':>8} {t.note}"
-        )
+        print(row(t))
     killed = [t for t in trials if not t.exited_first]
     during = {t.killed_during for t in killed}
     print(
@@ -307,6 +313,7 @@ def main() -> None:
         "--dask-every", type=int, default=6, help="every Nth trial uses a dask LocalCluster"
     )
     parser.add_argument("--jobs", type=int, default=1, help="trials run at once")
+    parser.add_argument("--first-index", type=int, default=0, help="number of the first trial")
     parser.add_argument("--gc-race", type=int, default=0, help="run the gc-during-build loop")
     options = parser.parse_args()
 
@@ -360,18 +367,12 @@ def main() -> None:
             target = targets[(i - i // 4 - 1) % len(targets)]
             low, high = windows[target]
             kill_s = rng.uniform(max(0.5, low), max(0.6, high))
-        planned.append(Trial(i, mode, scheduler, target, kill_s))
+        planned.append(Trial(options.first_index + i, mode, scheduler, target, kill_s))
 
     def run(trial: Trial) -> Trial:
         t0 = time.time()
         run_trial(trial, source, reference, ref_digests, order, artifact_stages, work)
-        print(
-            f"trial {trial.index}: {trial.mode} {trial.scheduler or 'dask'} kill "
-            f"{trial.kill_s:.1f}s during {trial.killed_during}: incons {trial.inconsistent}, "
-            f"identical {trial.identical}, leftover {trial.leftover} "
-            f"({time.time() - t0:.0f} s) {trial.note}",
-            flush=True,
-        )
+        print(f"done {row(trial)} ({time.time() - t0:.0f} s)", flush=True)
         return trial
 
     # Trials are independent subprocess-driven runs in their own warehouses: --jobs > 1 runs
