@@ -64,7 +64,9 @@ per_query as (
     select
         feature_source, postprocessing, protocol, compound, concentration,
         count(*) as n_candidates,
-        avg(positives_so_far / rank) filter (where is_positive) as average_precision
+        -- mean in rank order: a parallel avg() adds in thread order (last-bit differences)
+        list_avg(list(positives_so_far / rank order by rank) filter (where is_positive))
+            as average_precision
     from ranked
     group by feature_source, postprocessing, protocol, compound, concentration
 ),

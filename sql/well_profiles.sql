@@ -16,7 +16,11 @@ external_wells as (
     group by feature_source, plate, well, batch, compound, concentration
 ),
 cell_means as (
-    select plate, well, count(*) as n_cells, avg(columns('^(Nuclei|Cells|Cytoplasm)_'))
+    -- means in cell_id order: a parallel avg() adds in thread order, so two builds of one
+    -- source could differ in the last bit
+    select
+        plate, well, count(*) as n_cells,
+        list_avg(list(columns('^(Nuclei|Cells|Cytoplasm)_') order by cell_id))
     from cells
     group by plate, well
 ),

@@ -101,6 +101,13 @@ def build(
         result = runner.build(select, full_refresh)
     outputs = {name: list(stage.outputs) for name, stage in proj.stages.items()}
     print_summary(console, result, runner.warehouse, outputs)
+    if result.unrecorded:
+        err_console.print(
+            f"[yellow]warning:[/] failed runs not recorded in the run history: "
+            f"{escape(result.unrecorded)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     failure = result.first_failure()
     if failure is not None:
         fail(failure.error or f"stage {failure.stage} failed")
@@ -203,21 +210,27 @@ def gc(
         ),
     ] = -1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would go.")] = False,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", help="Seconds to wait for a running build (default: refuse)."),
+    ] = 0,
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Delete Parquet files that no snapshot references.
+    """Delete Parquet files no snapshot references (left by killed builds or expired
+    snapshots) and the scratch folders of builds that are no longer running.
 
-    Such files are left by killed builds or expired snapshots. By default no snapshot is
-    expired, so time travel keeps working; pass --older-than-days to also drop old snapshots
-    and their files.
+    gc takes the build lock: while a build runs it refuses (or waits --wait seconds), because
+    the build's uncommitted files look unreferenced until it commits. By default no snapshot
+    is expired, so time travel keeps working; pass --older-than-days to also drop old
+    snapshots and their files.
 
     \b
     cellstore gc --dry-run
     """
     from cellstore.engine.inspect import collect_garbage
 
-    collect_garbage(console, open_warehouse(warehouse, config), older_than_days, dry_run)
+    collect_garbage(console, open_warehouse(warehouse, config), older_than_days, dry_run, wait)
 
 
 def _register_subcommands() -> None:

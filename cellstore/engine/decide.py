@@ -106,6 +106,7 @@ def decide(
     full_refresh: bool,
     changed_upstream: Set[str],
     last_inputs: dict[str, Any] | None = None,
+    damaged: Mapping[str, str] | None = None,
 ) -> Decision:
     """Build, rebuild incrementally, or skip; the reason names what changed.
 
@@ -114,6 +115,8 @@ def decide(
     CODE_KEY: code}), `changed_upstream` tables this build rewrites before the stage runs.
     Incremental only when it is correct: the driver alone changed (new, changed and vanished
     keys), or side inputs changed that declare how they partition the stage.
+    `damaged`: output tables whose data files are missing or truncated → why (verify.py); such
+    a table is never up to date, and never extended incrementally on top of lost rows.
     """
     if full_refresh:
         return Decision(Action.BUILD, "full refresh")
@@ -122,6 +125,9 @@ def decide(
     missing = [t for t in stage.outputs if t not in existing]
     if missing:
         return Decision(Action.BUILD, f"table {missing[0]} missing")
+    broken = [t for t in stage.outputs if damaged and t in damaged]
+    if broken:
+        return Decision(Action.BUILD, damaged[broken[0]])  # type: ignore[index]
     old = last_inputs if last_inputs is not None else json.loads(last.get("inputs") or "{}")
     if last.get("definition_fp") != definition_fp:
         new_code = inputs.get(CODE_KEY) or {}

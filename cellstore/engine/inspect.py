@@ -8,11 +8,21 @@ from rich.table import Table
 from cellstore.engine.artifacts import gc_artifacts
 from cellstore.engine.project import Project
 from cellstore.engine.runner import committed_runs
-from cellstore.engine.warehouse import LAKE, META_SCHEMA, Warehouse, snapshots, table_names
+from cellstore.engine.warehouse import (
+    LAKE,
+    META_SCHEMA,
+    Warehouse,
+    delete_orphaned_files,
+    has_metadata,
+    snapshots,
+    table_names,
+)
 from cellstore.errors import CellstoreError
 
 
 def _runs(con, where: str = "", params: list | None = None) -> list[dict]:
+    if not has_metadata(con):  # a bare catalog: nothing was ever built into it
+        return []
     rows = con.execute(
         f"select run_id, stage, tables, status, mode, n_rows, duration_s, started_at, error "
         f"from {META_SCHEMA}.runs {where} order by started_at",
@@ -111,11 +121,42 @@ def print_dag(console: Console, project: Project) -> None:
 
 
 def collect_garbage(
-    console: Console, warehouse: Warehouse, older_than_days: float, dry_run: bool
+    console: Console,
+    warehouse: Warehouse,
+    older_than_days: float,
+    dry_run: bool,
+    wait: float = 0,
 ) -> None:
-    """Expire old snapshots (if asked) and delete files no snapshot references."""
+    """Expire old snapshots (if asked), delete files no snapshot references and the scratch
+    of builds that are no longer running.
+
+    Holds the build lock throughout: a running build's open transaction has written files
+    no snapshot references *yet*, and deleting them would make its commit publish a table
+    whose file is gone. With a build running, gc waits up to `wait` seconds, then refuses.
+    """
+    from cellstore.engine.lock import build_lock
+    from cellstore.engine.scratch import clear_scratch
+
     warehouse.require()
-    con = warehouse.connect()
+
+    def waiting(who: str) -> None:
+        by = f" ({who})" if who else ""
+        console.print(f"a build is running on {warehouse.root}{by}: waiting up to {wait:g} s")
+
+    with build_lock(warehouse.root, wait, action="gc", on_wait=waiting):
+        con = warehouse.connect()
+        try:
+            _delete_unreferenced(console, warehouse, con, older_than_days, dry_run)
+        finally:
+            con.close()
+        n, size = clear_scratch(warehouse.root, dry_run)
+        verb = "to delete" if dry_run else "deleted"
+        console.print(f"scratch of finished builds {verb}: {n} ({size / 2**20:.1f} MiB)")
+
+
+def _delete_unreferenced(
+    console: Console, warehouse: Warehouse, con, older_than_days: float, dry_run: bool
+) -> None:
     dry = "true" if dry_run else "false"
     if older_than_days >= 0:
         expired = con.execute(
@@ -130,9 +171,7 @@ def collect_garbage(
             f"files of expired snapshots {'to delete' if dry_run else 'deleted'}: {len(cleaned)}"
         )
     gc_artifacts(console, warehouse, dry_run, con=con)  # after expiry: versions it freed
-    orphans = con.execute(
-        f"call ducklake_delete_orphaned_files('{LAKE}', dry_run => {dry}, cleanup_all => true)"
-    ).fetchall()
+    orphans = delete_orphaned_files(con, dry_run)
     console.print(f"orphaned files {'to delete' if dry_run else 'deleted'}: {len(orphans)}")
-    for row in orphans[:10]:
-        console.print(f"  [dim]{row[0]}[/]", highlight=False)
+    for path in orphans[:10]:
+        console.print(f"  [dim]{path}[/]", highlight=False)

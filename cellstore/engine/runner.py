@@ -33,12 +33,16 @@ from cellstore.engine.decide import (
 )
 from cellstore.engine.lock import build_lock
 from cellstore.engine.project import Project, StageDef
+from cellstore.engine.scratch import clear_scratch
 from cellstore.engine.settings import resolve_settings
 from cellstore.engine.stage import Parts, StageContext
+from cellstore.engine.verify import damaged_tables
 from cellstore.engine.warehouse import (
     LAKE,
     META_SCHEMA,
     Warehouse,
+    delete_orphaned_files,
+    has_metadata,
     run_snapshots,
     table_names,
     transaction,
@@ -83,6 +87,7 @@ class StageResult:
 class BuildResult:
     build_id: str
     results: list[StageResult]
+    unrecorded: str | None = None  # why failed runs could not be recorded (e.g. disk full)
 
     @property
     def ok(self) -> bool:
@@ -139,9 +144,12 @@ class Runner:
         )
         self._code: dict[str, dict[str, str]] = {}
         self._run_columns_checked = False
+        self.damaged: dict[str, str] = {}  # table → why its files are damaged (verify.py)
 
     # ---- state read from the warehouse -------------------------------------------------
     def _last_runs(self, con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
+        if not has_metadata(con):  # a bare catalog (e.g. a build killed while creating it)
+            return {}
         rows = con.execute(
             f"""
             select stage, run_id, fingerprint, definition_fp, inputs, artifact_dir
@@ -266,6 +274,7 @@ class Runner:
             existing,
             full_refresh,
             changed_upstream,
+            damaged=self.damaged,
         )
         return decision, definition_fp, inputs
 
@@ -277,6 +286,7 @@ class Runner:
         con = self._connect_for_plan()
         last_runs = self._last_runs(con) if con else {}
         existing = table_names(con) if con else set()
+        self.damaged = damaged_tables(con, self.warehouse.data_dir) if con else {}
         will_change: set[str] = set()  # tables a planned stage will rewrite
         plans = []
         for name in self.order:
@@ -305,10 +315,12 @@ class Runner:
         build_id = uuid.uuid4().hex[:12]
         results: list[StageResult] = []
         with build_lock(self.warehouse.root):
+            clear_scratch(self.warehouse.root)  # we hold the lock: no other build is running
             con = self.warehouse.connect()
             try:
                 last_runs = self._last_runs(con)
                 existing = table_names(con)
+                self.damaged = damaged_tables(con, self.warehouse.data_dir)
                 failed: set[str] = set()
                 changed: set[str] = set()
                 not_committed: list[dict[str, Any]] = []
@@ -334,12 +346,13 @@ class Runner:
                     elif result.status == Status.FAILED:
                         failed.add(name)
                         not_committed.append(self._run_record(build_id, stage, result))
+                unrecorded = None
                 if not_committed:
-                    self._record_failures(con, build_id, not_committed, results)
+                    unrecorded = self._record_failures(con, build_id, not_committed, results)
             finally:
                 con.close()
                 self.code_graph.save()
-        return BuildResult(build_id, results)
+        return BuildResult(build_id, results, unrecorded)
 
     def _build_stage(
         self,
@@ -702,13 +715,26 @@ class Runner:
         build_id: str,
         records: list[dict[str, Any]],
         results: list[StageResult],
-    ) -> None:
-        """Failed and blocked runs are recorded too, in one metadata-only snapshot."""
+    ) -> str | None:
+        """Failed and blocked runs are recorded too, in one metadata-only snapshot.
+
+        Returns None, or why they could not be recorded (the build's error is what matters).
+        """
         checks = [c for r in results if r.status == Status.FAILED for c in r.checks]
-        with transaction(con, "record failures", {"build_id": build_id}):
-            for record in records:
-                self._insert_run(con, record)
-            self._record_checks(con, checks, None)
+        for attempt in (1, 2):
+            try:
+                with transaction(con, "record failures", {"build_id": build_id}):
+                    for record in records:
+                        self._insert_run(con, record)
+                    self._record_checks(con, checks, None)
+                return None
+            except duckdb.Error as exc:
+                if attempt == 2:
+                    return _first_line(exc)
+                # Usually a full disk, filled by the failed stage's unreferenced files: we
+                # hold the build lock, so no live transaction owns any of them.
+                delete_orphaned_files(con)
+        return None
 
 
 def _ensure_run_columns(con: duckdb.DuckDBPyConnection) -> None:

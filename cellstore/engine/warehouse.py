@@ -133,11 +133,42 @@ class Warehouse:
                 raise CellstoreError(f"snapshot {snapshot} does not exist in {self.root}") from None
             raise CellstoreError(f"cannot open warehouse {self.root}: {exc}") from None
         con.execute(f"use {LAKE}")
-        if not read_only and snapshot is None:
-            con.execute(f"create schema if not exists {META_SCHEMA}")
-            con.execute(RUNS_DDL)
-            con.execute(STAGE_RUNS_VIEW)
+        if not read_only and snapshot is None and not has_metadata(con):
+            create_metadata(con)
         return con
+
+
+def has_metadata(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the catalog holds cellstore's run metadata (a bare DuckLake catalog does not:
+    one made elsewhere, or by a build killed between creating the catalog and this)."""
+    rows = con.execute(
+        f"select count(*) from duckdb_views() where database_name = '{LAKE}' "
+        f"and schema_name = '{META_SCHEMA}' and view_name = 'stage_runs'"
+    ).fetchone()
+    return bool(rows[0])
+
+
+def create_metadata(con: duckdb.DuckDBPyConnection) -> None:
+    """The metadata schema, runs table and stage_runs view, in one snapshot: a kill at any
+    moment leaves either all of them or none (readers treat none as "no runs yet")."""
+    con.execute("begin")
+    try:
+        con.execute(f"create schema if not exists {META_SCHEMA}")
+        con.execute(RUNS_DDL)
+        con.execute(STAGE_RUNS_VIEW)
+    except BaseException:
+        _rollback(con)
+        raise
+    con.execute("commit")
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if a transaction is still open: DuckDB may already have ended a failed one
+    (a failed COMMIT, a disk error), and "cannot rollback" must not hide the real cause."""
+    try:
+        con.execute("rollback")
+    except duckdb.Error:
+        pass
 
 
 @contextmanager
@@ -153,9 +184,19 @@ def transaction(
         )
         yield
     except BaseException:
-        con.execute("rollback")
+        _rollback(con)
         raise
     con.execute("commit")
+
+
+def delete_orphaned_files(con: duckdb.DuckDBPyConnection, dry_run: bool = False) -> list[str]:
+    """Delete (or list) data files no snapshot references. Only safe holding the build lock:
+    an open transaction's files are unreferenced until it commits."""
+    dry = "true" if dry_run else "false"
+    rows = con.execute(
+        f"call ducklake_delete_orphaned_files('{LAKE}', dry_run => {dry}, cleanup_all => true)"
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def snapshots(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

@@ -251,6 +251,9 @@ class _PlateSums:
     done: int = 0
     rejected: int = 0
     sums: dict[str, MeanImage] = field(default_factory=lambda: {c: MeanImage() for c in CHANNELS})
+    # (first image_id, {channel: partial sum}) per batch, added in that order when the plate
+    # is complete: float sums in completion order would differ between builds in the last bit
+    partials: list[tuple[str, dict[str, MeanImage]]] = field(default_factory=list)
 
 
 def build_illumination(
@@ -282,6 +285,10 @@ def build_illumination(
 
     def finish(plate: str) -> None:
         state = plates[plate]
+        for _, partial in sorted(state.partials, key=lambda p: p[0]):
+            for channel, mean_image in partial.items():
+                state.sums[channel].merge(mean_image)
+        state.partials = []
         functions = {}
         for channel, mean_image in state.sums.items():
             small_shape = (state.height // settings.downscale, state.width // settings.downscale)
@@ -305,8 +312,7 @@ def build_illumination(
             return
         plate = result.plate
         state = plates[plate]
-        for channel, partial in result.extra.items():
-            state.sums[channel].merge(partial)
+        state.partials.append(result.extra)
         state.done += result.n_fields
         state.rejected += len(result.rejected)
         if state.done == state.expected:

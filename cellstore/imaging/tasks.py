@@ -35,8 +35,10 @@ def illumination_sums(batch: Any, downscale: int, limits: QualityLimits) -> Task
     sums = {c: MeanImage() for c in CHANNELS}
     rejected: list[dict[str, str]] = []
     n_fields = 0
+    first = ""  # the batch's first field: the driver adds partial sums in this order
     for item in iter_fields(batch):
         n_fields += 1
+        first = first or item.image_id
         try:
             images = read_checked(item, limits)
         except FieldRejected as error:
@@ -45,7 +47,8 @@ def illumination_sums(batch: Any, downscale: int, limits: QualityLimits) -> Task
         for channel, image in images.items():
             sums[channel].add(image, downscale)
     elapsed = time.perf_counter() - started
-    return TaskResult(None, n_fields, 0, rejected, elapsed, plate=_plate_of(batch), extra=sums)
+    plate = _plate_of(batch)
+    return TaskResult(None, n_fields, 0, rejected, elapsed, plate=plate, extra=(first, sums))
 
 
 def illumination_limits(
@@ -58,8 +61,10 @@ def illumination_limits(
     started = time.perf_counter()
     samples: dict[str, list[np.ndarray]] = {c: [] for c in CHANNELS}
     n_fields = 0
+    first = ""  # the batch's first field: the driver adds partial sums in this order
     for item in iter_fields(batch):
         n_fields += 1
+        first = first or item.image_id
         try:
             images = read_checked(item, limits)
         except FieldRejected:
