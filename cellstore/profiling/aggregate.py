@@ -98,8 +98,9 @@ def parquet_scan(paths: Sequence[Path | str], *, prefetch: bool = True) -> Scan:
                 ]
                 arrays = [a for part in parts for a in part.columns]
                 yield pa.RecordBatch.from_arrays(
-                    [a.combine_chunks() for a in arrays], names=list(columns)
-                )
+                    [a.chunk(0) if a.num_chunks == 1 else a.combine_chunks() for a in arrays],
+                    names=list(columns),
+                )  # a row group's column is one chunk: no copy
 
     def scan(columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
         source = batches(columns)
@@ -109,18 +110,22 @@ def parquet_scan(paths: Sequence[Path | str], *, prefetch: bool = True) -> Scan:
 
 
 def _prefetched(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Yield `batches` while a thread reads one batch ahead."""
-    slot: queue.Queue = queue.Queue(maxsize=1)
+    """Yield `batches` while a thread reads the next one (never more than one ahead)."""
+    slot: queue.Queue = queue.Queue()
+    turn = threading.Semaphore(1)  # the reader may hold one batch the consumer has not taken
     done = object()
     stop = threading.Event()
 
     def read() -> None:
         try:
-            for batch in batches:
+            while True:
+                turn.acquire()
                 if stop.is_set():
                     return
+                batch = next(batches, done)
                 slot.put(batch)
-            slot.put(done)
+                if batch is done:
+                    return
         except BaseException as exc:  # handed to the consumer, raised there
             slot.put(exc)
 
@@ -133,14 +138,12 @@ def _prefetched(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
                 return
             if isinstance(item, BaseException):
                 raise item
+            turn.release()  # read the next batch while this one is aggregated
             yield item
+            del item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a reader waiting on a full slot
-            try:
-                slot.get(timeout=0.05)
-            except queue.Empty:
-                pass
+        turn.release()
         thread.join()
 
 

@@ -9,7 +9,7 @@ a well in per-image exports); other row orders take a bounded multi-pass route.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,7 @@ from cellstore.profiling.median import GroupLayout, column_median
 from cellstore.profiling.median import grouped_median as grouped_median_block
 
 MEDIAN_VALUES_PER_PASS = 32 * 2**20  # values held per median pass off runs: 128 MiB float32
+MEDIAN_ROWS_PER_BLOCK = 2**14  # rows of a wide batch stacked (transposed) at a time
 
 # A re-readable source: scan(columns) streams record batches holding these columns.
 Scan = Callable[[Sequence[str]], Iterable[pa.RecordBatch]]
@@ -179,26 +180,27 @@ def _runs(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Sums:
-    """float64 sums and value counts per (group, feature), grown as groups appear."""
+    """float64 sums per (group, feature), rows per group, NULLs per (group, feature)."""
 
-    def __init__(self) -> None:
-        self.sums = np.zeros((0, 0))
-        self.counts = np.zeros((0, 0), dtype=np.int64)
+    def __init__(self, n_features: int) -> None:
+        self.n_features = n_features
+        self.sums = np.zeros((0, n_features))
         self.rows = np.zeros(0, dtype=np.int64)
+        self.nulls: np.ndarray | None = None  # allocated at the first NULL value
 
-    def reserve(self, n_groups: int, n_features: int) -> None:
-        if self.sums.shape[1] != n_features and self.sums.shape[0] == 0:
-            self.sums = np.zeros((0, n_features))
-            self.counts = np.zeros((0, n_features), dtype=np.int64)
-        if n_features != self.sums.shape[1]:
-            raise ValueError(f"feature count changed from {self.sums.shape[1]} to {n_features}")
-        if n_groups > self.sums.shape[0]:
-            grow = max(n_groups, 2 * self.sums.shape[0])
-            self.sums = np.vstack([self.sums, np.zeros((grow - len(self.sums), n_features))])
-            self.counts = np.vstack(
-                [self.counts, np.zeros((grow - len(self.counts), n_features), dtype=np.int64)]
-            )
-            self.rows = np.r_[self.rows, np.zeros(grow - len(self.rows), dtype=np.int64)]
+    def reserve(self, n_groups: int) -> None:
+        if n_groups <= len(self.rows):
+            return
+        grow = max(n_groups, 2 * len(self.rows), 1024) - len(self.rows)
+        self.sums = np.vstack([self.sums, np.zeros((grow, self.n_features))])
+        self.rows = np.r_[self.rows, np.zeros(grow, dtype=np.int64)]
+        if self.nulls is not None:
+            self.nulls = np.vstack([self.nulls, np.zeros((grow, self.n_features), np.int64)])
+
+    def add_nulls(self, codes: np.ndarray, column: int, counts: np.ndarray) -> None:
+        if self.nulls is None:
+            self.nulls = np.zeros(self.sums.shape, dtype=np.int64)
+        self.nulls[codes, column] += counts
 
 
 def grouped_mean(
@@ -206,38 +208,44 @@ def grouped_mean(
 ) -> Grouped:
     """Means per group, as SQL `avg`: float64 sums, NULLs skipped, a NaN value gives NaN.
 
-    Rows of a batch are regrouped by a stable sort when their groups are not already runs.
+    Rows of a batch are regrouped by a stable sort when their groups are not already runs;
+    each feature column is summed per run with one `np.add.reduceat` (no copy of the batch).
     """
     codes_of = GroupCodes(strata)
-    state = _Sums()
-    checked = False
+    state: _Sums | None = None
     for batch in batches:
-        if not checked:
+        if state is None:
             check_features(batch.schema, features)
-            checked = True
         codes = codes_of.encode(batch)
+        if not len(codes):
+            continue
         order = None
-        if len(codes) > 1 and not np.all(codes[1:] >= codes[:-1]):
+        if not np.all(codes[1:] >= codes[:-1]):
             order = np.argsort(codes, kind="stable")
             codes = codes[order]
         starts, stops = _runs(codes)
-        if not len(starts):
-            continue
         run_codes = codes[starts]  # distinct: codes are sorted
-        n_features = _n_features(batch, features)
-        state.reserve(len(codes_of.keys), n_features)
+        if state is None:
+            state = _Sums(_n_features(batch, features))
+        state.reserve(len(codes_of.keys))
         state.rows[run_codes] += stops - starts
         if features.vector is not None:
             matrix, valid = vector_matrix(batch.column(features.vector), features.vector)
+            if matrix.shape[1] != state.n_features:
+                raise ValueError(
+                    f"vectors of column {features.vector!r} differ in length "
+                    f"({sorted({state.n_features, matrix.shape[1]})})"
+                )
             if order is not None:
                 matrix, valid = matrix[order], valid[order]
             for code, start, stop in zip(run_codes, starts, stops, strict=True):
                 rows = matrix[start:stop]
                 if not valid[start:stop].all():
                     rows = rows[valid[start:stop]]
+                    state.add_nulls(np.array([code]), slice(None), stop - start - len(rows))
                 state.sums[code] += rows.sum(axis=0, dtype=np.float64)
-                state.counts[code] += len(rows)
             continue
+        sums = np.empty((len(features.columns), len(starts)))  # (d, n_runs) of this batch
         for j, name in enumerate(features.columns):
             column = batch.column(name)
             values = _as_float(column)
@@ -248,21 +256,20 @@ def grouped_mean(
                 if order is not None:
                     valid = valid[order]
                 values = np.where(valid, values, 0)
-                state.counts[run_codes, j] += np.add.reduceat(valid, starts, dtype=np.int64)
-            else:
-                state.counts[run_codes, j] += stops - starts
-            state.sums[run_codes, j] += np.add.reduceat(values, starts, dtype=np.float64)
+                n_valid = np.add.reduceat(valid, starts, dtype=np.int64)
+                state.add_nulls(run_codes, j, (stops - starts) - n_valid)
+            np.add.reduceat(values, starts, dtype=np.float64, out=sums[j])
+        state.sums[run_codes] += sums.T
     groups, order = codes_of.sorted_groups()
-    n = len(order)
-    width = state.sums.shape[1] if state.sums.size or n else len(features.columns)
-    if n == 0:
-        return Grouped(
-            groups, np.zeros(0, np.int64), np.zeros((0, width)), np.zeros((0, width), bool)
-        )
-    counts = state.counts[order]
+    width = state.n_features if state is not None else len(features.columns)
+    if state is None:
+        empty = np.zeros((0, width))
+        return Grouped(groups, np.zeros(0, np.int64), empty, empty.astype(bool))
+    rows = state.rows[order]
+    counts = rows[:, None] - (state.nulls[order] if state.nulls is not None else 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = state.sums[order] / counts
-    return Grouped(groups, state.rows[order], means, counts == 0)
+    return Grouped(groups, rows, means, np.broadcast_to(counts == 0, means.shape).copy())
 
 
 def _n_features(batch: pa.RecordBatch, features: Features) -> int:
@@ -273,6 +280,13 @@ def _n_features(batch: pa.RecordBatch, features: Features) -> int:
         return column.type.list_size
     lengths = column.value_lengths().drop_null().to_numpy(zero_copy_only=False)
     return int(lengths[0]) if len(lengths) else 0
+
+
+def _sliced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """The batches cut into slices of at most `rows` rows (views, no copy)."""
+    for batch in batches:
+        for start in range(0, batch.num_rows, rows):
+            yield batch.slice(start, rows)
 
 
 class NotRuns(Exception):
@@ -308,15 +322,17 @@ def grouped_median_runs(
     open_parts: list[np.ndarray] = []  # (d, m) pieces of the group still arriving
     checked = False
     mapper = pool.map if pool is not None else map  # type: ignore[attr-defined]
-    for batch in batches:
+    last_code = -1
+    for batch in _sliced(batches, MEDIAN_ROWS_PER_BLOCK):
         if not checked:
             check_features(batch.schema, features)
             checked = True
         codes = codes_of.encode(batch)
         if not len(codes):
             continue
-        if codes[0] < open_code or not np.all(codes[1:] >= codes[:-1]):
+        if codes[0] < last_code or not np.all(codes[1:] >= codes[:-1]):
             raise NotRuns
+        last_code = int(codes[-1])
         block, transposed = _median_block(batch, features)
 
         def piece(start: int, stop: int, block=block, transposed=transposed) -> np.ndarray:
