@@ -254,3 +254,86 @@ def test_a_well_level_vector_source_keeps_its_own_treatments(tmp_path):
     assert [r["features"] for r in rows] == [[3.0, 4.5], [1.0, 2.0]]
     assert built["feature_sets"].to_pylist()[0]["feature_names"] == ["profile_0001", "profile_0002"]
     assert pd.isna(pd.Series([rows[0]["n_cells"]])).all()
+
+
+TOY_STAGES = {
+    "images": '''
+        import pyarrow as pa
+        from cellstore.stage import stage
+
+        @stage
+        def images():
+            """Two fields. Grain: image_id."""
+            return pa.table({"image_id": ["P1_A01", "P1_A02"], "plate": ["P1", "P1"],
+                             "well": ["A01", "A02"], "batch": ["Week1", "Week1"],
+                             "compound": ["DMSO", "taxol"], "concentration": [0.0, 0.3]})
+    ''',
+    "moa": '''
+        import pyarrow as pa
+        from cellstore.stage import stage
+
+        @stage
+        def moa():
+            """Grain: (compound, concentration)."""
+            return pa.table({"compound": ["taxol"], "concentration": [0.3], "moa": ["MS"]})
+    ''',
+    "embeddings": '''
+        import pyarrow as pa
+        from cellstore.stage import stage
+
+        @stage
+        def embeddings(images):
+            """Two cells per field, each embedded by two models. Grain: (cell_id, model)."""
+            rows = []
+            for image_id, plate, well in images.select("image_id, plate, well").fetchall():
+                for cell in range(2):
+                    for model, scale in (("simclr", 1.0), ("simclr_untrained", -1.0)):
+                        vector = [scale * (cell + 1), scale * 2.0, 0.5]
+                        rows.append({"cell_id": f"{image_id}_{cell}", "image_id": image_id,
+                                     "plate": plate, "well": well, "model": model,
+                                     "embedding": vector})
+            table = pa.Table.from_pylist(rows)
+            return table.set_column(5, "embedding", table["embedding"].cast(pa.list_(pa.float32())))
+    ''',
+}
+
+
+def test_a_declared_float_vector_source_builds_through_the_runner(tmp_path):
+    import shutil
+
+    from conftest import ToyProject
+
+    project = ToyProject(tmp_path / "project")
+    for name, text in TOY_STAGES.items():
+        project.py(name, text)
+    shutil.copy(REPO / "stages" / "well_profiles.py", project.root / "stages")
+    write(project.root / "schemas", "embeddings", EMBEDDINGS_SCHEMA)
+    runner = project.runner()
+    assert runner.project.stages["well_profiles"].inputs == ("images", "moa", "embeddings")
+    result = project.build()
+    assert result.first_failure() is None, result.first_failure()
+    rows = project.query(
+        "select feature_source, well, n_cells, features from well_profiles order by all"
+    )
+    assert rows == [
+        ("simclr", "A01", 2, [1.5, 2.0, 0.5]),
+        ("simclr", "A02", 2, [1.5, 2.0, 0.5]),
+        ("simclr_untrained", "A01", 2, [-1.5, -2.0, 0.5]),
+        ("simclr_untrained", "A02", 2, [-1.5, -2.0, 0.5]),
+    ]
+    assert project.query("select feature_source, n_features from feature_sets") == [
+        ("simclr", 3),
+        ("simclr_untrained", 3),
+    ]
+    plans = {p.stage: (p.action, p.reason) for p in project.runner().plan()}
+    assert plans["well_profiles"] == ("skip", "up to date")
+    # Editing the declaration alone rebuilds the stage: one source over both models' rows.
+    schema = project.root / "schemas" / "embeddings.yml"
+    schema.write_text(schema.read_text().replace("{source_column: model}", "{name: simclr_all}"))
+    plans = {p.stage: (p.action, p.reason) for p in project.runner().plan()}
+    assert plans["well_profiles"][0] == "build"
+    assert plans["embeddings"] == ("skip", "up to date")
+    assert project.build().first_failure() is None
+    assert project.query("select distinct feature_source, n_cells from well_profiles") == [
+        ("simclr_all", 4)
+    ]
