@@ -105,7 +105,7 @@ def test_median_is_exact_with_nan_null_values_and_null_strata(columns_per_pass):
 def test_median_rejects_text_features():
     con = duckdb.connect()
     con.register("cells", pa.table({"well": ["A01", "A01"], "Cells_name": ["x", "y"]}))
-    with pytest.raises(ValueError, match="column 'Cells_name' is string: aggregation needs numbers"):
+    with pytest.raises(ValueError, match="'Cells_name' is string: aggregation needs numbers"):
         aggregate(con, "cells", ["well"], ["Cells_name"], "median")
 
 

@@ -103,7 +103,10 @@ def test_a_wide_source_needs_feature_columns_and_names_are_unique(tmp_path):
     )
     with pytest.raises(DeclarationError, match="needs columns or column_groups with role feature"):
         declared_sources(tmp_path)
-    columns = "columns: [{name: plate, type: VARCHAR, role: key}, {name: well, type: VARCHAR, role: key}, {name: Cells_a, type: FLOAT, role: feature}]"
+    columns = (
+        "columns: [{name: plate, type: VARCHAR, role: key}, "
+        "{name: well, type: VARCHAR, role: key}, {name: Cells_a, type: FLOAT, role: feature}]"
+    )
     write(tmp_path, "a", f"table: a\nfeature_source: x\n{columns}")
     write(tmp_path, "b", f"table: b\nfeature_source: x\n{columns}")
     with pytest.raises(DeclarationError, match=r"feature source\(s\) \['x'\] declared twice"):
@@ -170,7 +173,10 @@ def test_a_float_vector_table_becomes_two_sources_by_declaration_alone(tmp_path)
         assert row.n_cells == len(cells)
     assert profiles[profiles.well == "A02"].moa.tolist() == ["MS"] * 4
     assert profiles[profiles.well == "A01"].moa.isna().all()
-    assert set(zip(profiles.plate, profiles.batch)) == {("P1", "Week1"), ("P2", "Week2")}
+    assert set(zip(profiles.plate, profiles.batch, strict=True)) == {
+        ("P1", "Week1"),
+        ("P2", "Week2"),
+    }
     sets = built["feature_sets"].to_pylist()
     assert [s["feature_source"] for s in sets] == ["simclr", "simclr_untrained"]
     assert sets[0]["feature_names"] == [
