@@ -222,6 +222,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layouts", default="wide,vector", help="wide and/or vector (FLOAT[])")
     parser.add_argument("--operations", default="mean,median")
+    parser.add_argument("--sides", default=",".join(SIDES), help="which of " + ", ".join(SIDES))
     parser.add_argument("--warm-gb", type=float, default=8.0)
     parser.add_argument("--data", type=Path, default=Path("/tmp/cellstore-bench-aggregate"))
     parser.add_argument("--pycytominer-venv", type=Path, default=Path("/tmp/pycyto-venv"))
@@ -249,9 +250,14 @@ def main() -> None:
     if "vector" in layouts and not files["vector"].exists():
         print(f"writing {files['vector']} ...", flush=True)
         make_vectors(files["wide"], files["vector"])
-    pythons: dict[str, str] = {"cellstore": sys.executable, "polars": sys.executable}
+    wanted = [x for x in args.sides.split(",") if x]
+    if "cellstore" not in wanted:
+        sys.exit("--sides must include cellstore (the ratios are to it)")
+    pythons = {s: sys.executable for s in ("cellstore", "polars") if s in wanted}
     pycytominer = pycytominer_python(args.pycytominer_venv, args.install_pycytominer)
-    if pycytominer is None:
+    if "pycytominer" not in wanted:
+        pass
+    elif pycytominer is None:
         print(
             f"note: pycytominer skipped, no venv at {args.pycytominer_venv} (create it with "
             f"`python -m venv {args.pycytominer_venv} && {args.pycytominer_venv}/bin/pip "
