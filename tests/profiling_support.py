@@ -36,6 +36,19 @@ def run_sql_stage(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
     return con.table(name).to_arrow_table()
 
 
+def run_well_profiles(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    """Run stages/well_profiles.py on `con`'s tables; store and return both outputs."""
+    from cellstore.profiling.feature_sources import declared_sources
+    from cellstore.profiling.well_profiles import build_well_profiles
+
+    sources = declared_sources(REPO / "schemas")
+    tables = {s.table: con.table(s.table) for s in sources}
+    built = build_well_profiles(con.table("images"), con.table("moa"), tables, sources)
+    for name, table in built.items():
+        put(con, name, table)
+    return built
+
+
 def treatment_table(
     features: np.ndarray,
     compounds: list[str],

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from profiling_support import put, put_no_cells, run_sql_stage
+from profiling_support import put, put_no_cells, run_sql_stage, run_well_profiles
 
 from cellstore.profiling.aggregate import aggregate, aggregate_sql
 
@@ -102,35 +102,10 @@ def test_median_is_exact_with_nan_null_values_and_null_strata(columns_per_pass):
     assert result[features].dtypes.eq(np.float64).all()
 
 
-def test_median_regroups_a_source_whose_row_order_changes_between_scans(monkeypatch):
-    import cellstore.profiling.aggregate as module
-
-    table = cells_with_gaps()
-    con = duckdb.connect()
-    con.register("cells", table)
-    regrouped = []
-    by_own_keys = module._median_by_own_keys
-
-    def spy(*args, **kwargs):
-        regrouped.append(args[3])
-        return by_own_keys(*args, **kwargs)
-
-    monkeypatch.setattr(module, "_median_by_own_keys", spy)
-    strata = ["Metadata_Plate", "Metadata_Well"]
-    features = table.column_names[2:]
-    aggregate(con, "cells", strata, features, "median", columns_per_pass=2)
-    assert regrouped == []  # a table scans in the same order every time
-    shuffled = "(select * from cells order by random())"
-    result = aggregate(con, shuffled, strata, features, "median", columns_per_pass=2)
-    assert regrouped == [features[:2], features[2:]]  # every pass saw another order
-    expected = pycytominer_median(table.to_pandas(), strata, features)
-    np.testing.assert_array_equal(result.select(features).to_pandas(), expected.to_numpy())
-
-
 def test_median_rejects_text_features():
     con = duckdb.connect()
     con.register("cells", pa.table({"well": ["A01", "A01"], "Cells_name": ["x", "y"]}))
-    with pytest.raises(ValueError, match="column 'Cells_name' is string"):
+    with pytest.raises(ValueError, match="'Cells_name' is string: aggregation needs numbers"):
         aggregate(con, "cells", ["well"], ["Cells_name"], "median")
 
 
@@ -200,13 +175,14 @@ def test_well_profiles_pack_external_features_in_order_and_join_moa():
             }
         ),
     )
-    wells = run_sql_stage(con, "well_profiles").to_pylist()
+    built = run_well_profiles(con)
+    wells = built["well_profiles"].to_pylist()
     assert [(w["plate"], w["well"]) for w in wells] == list(treatments)
     for w in wells:
         assert w["features"] == pytest.approx(values[(w["plate"], w["well"])])
         assert w["n_cells"] is None and w["feature_source"] == "toy"
     assert [w["moa"] for w in wells] == ["DMSO", "Microtubule stabilizers", None]
-    [feature_set] = run_sql_stage(con, "feature_sets").to_pylist()
+    [feature_set] = built["feature_sets"].to_pylist()
     assert feature_set == {
         "feature_source": "toy",
         "n_features": 3,
@@ -232,7 +208,8 @@ def test_well_profiles_average_cell_features_per_well(cells):
     put(con, "images", pa.Table.from_pandas(fields, preserve_index=False))
     put(con, "moa", pa.table({"compound": ["DMSO"], "concentration": [0.0], "moa": ["DMSO"]}))
     put(con, "external_profiles", external_long({}, {}))
-    result = run_sql_stage(con, "well_profiles").to_pandas()
+    built = run_well_profiles(con)
+    result = built["well_profiles"].to_pandas()
     names = features + ["Nuclei_Intensity_Mean"]
     expected = cell_table.groupby(["plate", "well"])[names].mean()
     counts = cell_table.groupby(["plate", "well"]).size()
@@ -243,7 +220,7 @@ def test_well_profiles_average_cell_features_per_well(cells):
         np.testing.assert_allclose(row.features, expected.loc[key].to_numpy(), rtol=1e-5)
         assert row.n_cells == counts.loc[key]
         assert (row.moa == "DMSO") if row.well == "A01" else pd.isna(row.moa)
-    [feature_set] = run_sql_stage(con, "feature_sets").to_pylist()
+    [feature_set] = built["feature_sets"].to_pylist()
     assert feature_set["feature_source"] == "handcrafted"
     assert feature_set["feature_names"] == names and feature_set["n_features"] == 7
 

@@ -9,10 +9,8 @@ import pytest
 from conftest import ToyProject
 from profiling_support import REPO
 
-PROFILE_STAGES = ("external_profiles", "well_profiles_normalized")
+PROFILE_STAGES = ("external_profiles", "well_profiles", "well_profiles_normalized")
 PROFILE_SQL = (
-    "well_profiles",
-    "feature_sets",
     "treatment_profiles",
     "moa_neighbors",
     "moa_accuracy",
@@ -21,6 +19,8 @@ PROFILE_TABLES = (
     "external_profiles",
     "external_profiles_rejected",
     "well_profiles_normalized",
+    "well_profiles",
+    "feature_sets",
     *PROFILE_SQL,
 )
 
@@ -97,6 +97,22 @@ def cell_features(images):
 '''
 
 
+# The stand-in's contract: it declares the feature source `handcrafted`, so well_profiles
+# picks it up (with external_profiles, declared by the repo's own contract).
+CELL_FEATURES_SCHEMA = """
+table: cell_features
+feature_source: handcrafted
+grain: [cell_id]
+columns:
+  - {name: image_id, type: VARCHAR, role: key}
+  - {name: cell_id, type: VARCHAR, role: key}
+  - {name: plate, type: VARCHAR, role: meta}
+  - {name: well, type: VARCHAR, role: meta}
+column_groups:
+  - {pattern: "^(Cells|Cytoplasm|Nuclei)_", type: FLOAT, role: feature, checks: [vector]}
+"""
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> ToyProject:
     """A project of the repo's profile stages and contracts (plus a moa stage), built."""
@@ -111,6 +127,7 @@ def built(tmp_path_factory) -> ToyProject:
     project.py("moa", MOA_STAGE)
     project.py("images", IMAGES_STAGE)
     project.py("cell_features", CELL_FEATURES_STAGE)
+    (project.root / "schemas" / "cell_features.yml").write_text(CELL_FEATURES_SCHEMA)
     result = project.build()
     failure = result.first_failure()
     assert failure is None, failure.error

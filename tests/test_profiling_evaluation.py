@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
-from profiling_support import put, put_no_cells, run_sql_stage, stage_module
+from profiling_support import put, put_no_cells, run_sql_stage, run_well_profiles, stage_module
 
 from cellstore.profiling.neighbors import evaluate_moa
 
@@ -26,8 +26,7 @@ def ljosa() -> duckdb.DuckDBPyConnection:
     external = stage_module("external_profiles").external_profiles(None)
     put(con, "external_profiles", external["external_profiles"])
     put_no_cells(con)
-    run_sql_stage(con, "well_profiles")
-    run_sql_stage(con, "feature_sets")
+    run_well_profiles(con)
     start = time.perf_counter()
     normalize = stage_module("well_profiles_normalized").well_profiles_normalized
     put(con, "well_profiles_normalized", normalize(con.table("well_profiles")))

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 SEVERITIES = ("error", "warn")
-ROLES = ("key", "meta", "label", "feature")
+ROLES = ("key", "meta", "label", "feature", "vector")
 
 # Check kinds, by where they are declared. See schemas/README.md for their meaning.
 COLUMN_KINDS = ("not_null", "finite", "nonzero_norm", "vector", "range", "accepted_values", "match")
@@ -182,7 +182,16 @@ def load_contract(path: Path) -> TableContract:
 def _parse_contract(doc: dict[str, Any], path: Path) -> TableContract:
     _reject_unknown(
         doc,
-        {"table", "description", "grain", "severity", "columns", "column_groups", "checks"},
+        {
+            "table",
+            "description",
+            "grain",
+            "severity",
+            "columns",
+            "column_groups",
+            "checks",
+            "feature_source",  # read by cellstore.profiling.feature_sources
+        },
         f"{path}",
     )
     table = doc.get("table")

@@ -124,6 +124,15 @@ def grouped_median(block: np.ndarray, layout: GroupLayout) -> np.ndarray:
     return result
 
 
+def column_median(values: np.ndarray) -> np.ndarray:
+    """(k,) float64 row medians of a (k, m) block, skipping NaN (NaN where a row has none)."""
+    if values.shape[1] == 0:
+        return np.full(values.shape[0], np.nan)
+    if np.isnan(values).any():
+        return _median_skipping_nan(values)
+    return _median(values)
+
+
 def _median(values: np.ndarray) -> np.ndarray:
     """Row medians of a NaN-free (k, m) block, m >= 1: one selection per row."""
     half = values.shape[1] // 2
