@@ -256,7 +256,7 @@ class Runner:
         selected = dag.select(self.project, selectors)
         build_id = uuid.uuid4().hex[:12]
         results: list[StageResult] = []
-        with build_lock(self.warehouse.root):
+        with build_lock(self.warehouse.root, self.warehouse.catalog):
             con = self.warehouse.connect()
             try:
                 last_runs = self._last_runs(con)
