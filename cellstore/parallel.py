@@ -157,7 +157,7 @@ def probe_scheduler(address: str, timeout: float) -> None:
 
     try:
         reply = asyncio.run(asyncio.wait_for(identity(), timeout))
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         raise CellstoreError(
             f"dask scheduler {address} did not answer within {timeout:g} s"
         ) from None

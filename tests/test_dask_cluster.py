@@ -205,13 +205,12 @@ def test_build_with_unreachable_scheduler_is_one_line(source, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
-    started = time.monotonic()
     result = build(source, tmp_path / "warehouse", address)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and address in errors[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    assert time.monotonic() - started < 60  # 10 s for the scheduler + the stages before it
+    assert "did not answer within 10 s" in errors[0]
     # Nothing of the image stages was published.
     con = Warehouse(tmp_path / "warehouse").connect(read_only=True)
     try:
