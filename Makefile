@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: install demo test test-all lint bench clean-warehouse
+.PHONY: install sysdeps-postgres demo test test-all lint bench clean-warehouse
 
 install: $(VENV)/.installed
 
@@ -17,13 +17,19 @@ $(VENV)/.installed: pyproject.toml
 		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $@
 
+# The Postgres-catalog tests start a real server: Debian's postgresql package (as root).
+sysdeps-postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		[ "$$(id -u)" = 0 ] || { echo "install PostgreSQL (apt-get install postgresql)"; exit 1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+
 demo: install  ## build the embedded synthetic demo into ./warehouse
 	$(BIN)/cellstore build
 
-test: install  ## the default (fast) test suite: what CI runs
+test: install sysdeps-postgres  ## the default (fast) test suite: what CI runs
 	$(BIN)/pytest -q
 
-test-all: install  ## every test, slow ones included
+test-all: install sysdeps-postgres  ## every test, slow ones included
 	$(BIN)/pytest -q -m ""
 
 lint: install
