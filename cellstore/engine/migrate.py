@@ -71,7 +71,9 @@ def migrate_to_postgres(source: Warehouse, target: Warehouse) -> MigrationSummar
                 shutil.copy2(source.root / CATALOG_FILES["sqlite"], catalog_copy)
                 _flush_inlined(catalog_copy, str(new_data))
                 _initialise(target)
-                return _copy_rows(catalog_copy, target)
+                summary = _copy_rows(catalog_copy, target)
+                _stop_inlining(target)
+                return summary
         except BaseException:
             # The rows are copied in one transaction: on failure the target holds at most a
             # fresh, empty catalog (accepted by a retry); the copied files go.
@@ -157,6 +159,16 @@ def _initialise(target: Warehouse) -> None:
         con.close()
 
 
+def _stop_inlining(target: Warehouse) -> None:
+    """New commits write Parquet files only: a first commit that inlines rows into a new
+    table failed on the copied catalog (DuckLake 1.5.5 did not create its inlined table)."""
+    con = target.connect()
+    try:
+        con.execute(f"call {LAKE}.set_option('data_inlining_row_limit', 0)")
+    finally:
+        con.close()
+
+
 def _copy_rows(catalog_copy: Path, target: Warehouse) -> MigrationSummary:
     """Replace the fresh catalog's rows by the source's, in one Postgres transaction."""
     con = _postgres(target)
@@ -170,6 +182,7 @@ def _copy_rows(catalog_copy: Path, target: Warehouse) -> MigrationSummary:
         missing = [t for t in tables if t not in target_tables]
         if missing:
             raise CellstoreError(f"the Postgres catalog lacks DuckLake tables {missing}")
+        registered: list[str] = []
         con.execute("begin")
         for table in tables:
             columns = [
@@ -180,11 +193,22 @@ def _copy_rows(catalog_copy: Path, target: Warehouse) -> MigrationSummary:
             con.execute(
                 f"insert into {TARGET}.{table} ({names}) select {names} from {SOURCE}.{table}"
             )
+        # Inlined rows of tables dropped since (replaced by a rebuild) survive the flush and
+        # are still read by time travel: copy them as they are (DuckLake casts them on read).
+        for table in _inlined_tables(con, SOURCE):
+            if con.execute(f"select count(*) from {SOURCE}.{table}").fetchone()[0]:
+                con.execute(f"create table {TARGET}.{table} as select * from {SOURCE}.{table}")
+                registered.append(table)
         # The copied files now live under the new data path.
         con.execute(
             f"update {TARGET}.ducklake_metadata set value = ? "
             "where key = 'data_path' and scope is null",
             [str(target.data_path)],
+        )
+        names = ", ".join(sql_string(t) for t in registered) or "''"
+        con.execute(
+            f"insert into {TARGET}.ducklake_inlined_data_tables "
+            f"select * from {SOURCE}.ducklake_inlined_data_tables where table_name in ({names})"
         )
         con.execute("commit")
         n_snapshots, n_tables, n_files = con.execute(
@@ -203,6 +227,15 @@ def _catalog_tables(con: duckdb.DuckDBPyConnection, database: str) -> list[str]:
         "select table_name from information_schema.tables "
         f"where table_catalog = '{database}' and table_name like 'ducklake_%' "
         "and table_name not like 'ducklake_inlined_data_%' order by 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _inlined_tables(con: duckdb.DuckDBPyConnection, database: str) -> list[str]:
+    rows = con.execute(
+        "select table_name from information_schema.tables "
+        f"where table_catalog = '{database}' and table_name like 'ducklake\\_inlined\\_data\\_%' "
+        "escape '\\' and table_name <> 'ducklake_inlined_data_tables' order by 1"
     ).fetchall()
     return [r[0] for r in rows]
 
