@@ -7,7 +7,8 @@ BIN = $(VENV)/bin
 INTEROP ?= .venv-interop
 # Debian packages the tests use (idempotent; needs root or sudo): one per line.
 SYSDEPS = \
-	chromium
+	chromium \
+	postgresql
 
 .PHONY: install interop sysdeps demo test test-all lint bench clean-warehouse
 
@@ -29,7 +30,7 @@ $(INTEROP)/.installed: tests/interop/requirements.txt
 		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $@
 
-sysdeps:  ## Debian packages the tests need (chromium renders the report); quiet when present
+sysdeps:  ## Debian packages the tests need (chromium renders the report, postgresql serves the catalog tests); quiet when present
 	@missing=$$(for p in $(SYSDEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		if ! command -v apt-get >/dev/null; then echo "sysdeps: no apt-get; tests that need $$missing skip"; exit 0; fi; \

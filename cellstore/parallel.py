@@ -7,10 +7,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from cellstore.errors import CellstoreError
+
 # Settings of image stages that change how they run, not what they output (not fingerprinted).
 RUNTIME_SETTINGS = ("scheduler", "workers", "batch_size")
 
 INLINE = "inline"
+
+# How long an existing scheduler may take to answer before the build fails naming it.
+SCHEDULER_TIMEOUT_S = 10.0
 
 # Set in each worker process before it starts (dask's pre-spawn environment):
 # - one thread per library: the image code is numpy/scipy, parallel across fields;
@@ -131,6 +136,37 @@ class TaskPool:
                 queue.add(client.submit(func, *next_args, pure=False))
 
 
+def probe_scheduler(address: str, timeout: float) -> None:
+    """Fail within `timeout` seconds, naming `address`, unless a dask scheduler answers there.
+
+    dask's Client bounds the TCP connect by its timeout but can wait forever for the
+    handshake of something that accepts and never replies, so ask for the scheduler's
+    identity first under one overall deadline.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def identity() -> Any:
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        reply = asyncio.run(asyncio.wait_for(identity(), timeout))
+    except TimeoutError:
+        raise CellstoreError(
+            f"dask scheduler {address} did not answer within {timeout:g} s"
+        ) from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise CellstoreError(f"cannot connect to dask scheduler {address}: {exc}") from None
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        raise CellstoreError(f"{address} answered, but is not a dask scheduler: {reply!r:.200}")
+
+
 def _connect(scheduler: str, workers: int) -> tuple[Any, Any]:
     """(client, cluster or None): a new LocalCluster when `scheduler` is empty."""
     import logging
@@ -139,7 +175,11 @@ def _connect(scheduler: str, workers: int) -> tuple[Any, Any]:
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler, set_as_default=False), None
+        probe_scheduler(scheduler, SCHEDULER_TIMEOUT_S)
+        try:
+            return Client(scheduler, timeout=SCHEDULER_TIMEOUT_S, set_as_default=False), None
+        except (OSError, TimeoutError) as exc:
+            raise CellstoreError(f"cannot connect to dask scheduler {scheduler}: {exc}") from None
     settings = {
         f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_PRE_SPAWN_ENV.items()
     }

@@ -135,3 +135,23 @@ def pipeline(tmp_path_factory) -> BuiltPipeline:
         timeout=900,
     )
     return BuiltPipeline(source, warehouse, first)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the whole session (stopped at the end)."""
+    import os
+
+    from postgres_support import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not found: `make test` installs Debian's postgresql"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI must run the Postgres tests, never skip them
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

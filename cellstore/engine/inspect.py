@@ -143,7 +143,7 @@ def collect_garbage(
         by = f" ({who})" if who else ""
         console.print(f"a build is running on {warehouse.root}{by}: waiting up to {wait:g} s")
 
-    with build_lock(warehouse.root, wait, action="gc", on_wait=waiting):
+    with build_lock(warehouse.root, wait, action="gc", on_wait=waiting, catalog=warehouse.catalog):
         con = warehouse.connect()
         try:
             _delete_unreferenced(console, warehouse, con, older_than_days, dry_run)

@@ -55,12 +55,24 @@ def build_lock(
     *,
     action: str = "build",
     on_wait: Callable[[str], None] | None = None,
+    catalog: str = "sqlite",
 ) -> Iterator[None]:
     """Hold the warehouse's write lock, waiting up to `wait` seconds for another holder.
 
     Builds and gc both take it: gc must never delete a file that a running build's open
     transaction may still commit. `on_wait` is told once (with the holder) when we wait.
+    A Postgres catalog (`catalog="postgres:<dsn>"`) is shared by machines that do not share
+    `root`: its lock is an advisory lock in the catalog database instead of a file (taken at
+    once or refused; `wait` does not apply).
     """
+    if catalog.startswith("postgres:"):
+        from cellstore.engine.catalog_lock import postgres_build_lock
+        from cellstore.engine.warehouse import Warehouse
+
+        warehouse = Warehouse(root, catalog)
+        with postgres_build_lock(warehouse.postgres_dsn, warehouse.label):
+            yield
+        return
     handle = _open_lock_file(root, action)
     try:
         deadline = time.monotonic() + max(0.0, wait)

@@ -314,7 +314,7 @@ class Runner:
         selected = dag.select(self.project, selectors)
         build_id = uuid.uuid4().hex[:12]
         results: list[StageResult] = []
-        with build_lock(self.warehouse.root):
+        with build_lock(self.warehouse.root, catalog=self.warehouse.catalog):
             clear_scratch(self.warehouse.root)  # we hold the lock: no other build is running
             con = self.warehouse.connect()
             try:

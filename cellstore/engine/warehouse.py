@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from cellstore.errors import CellstoreError
 LAKE = "lake"
 META_SCHEMA = "cellstore_meta"
 CATALOG_FILES = {"sqlite": "catalog.sqlite", "duckdb": "catalog.duckdb"}
+POSTGRES_PREFIX = "postgres:"
 
 # One row per stage run: what was built, from what, how long it took, and how it ended.
 RUNS_DDL = f"""
@@ -49,6 +51,32 @@ def _extension_path(package: str, name: str) -> str:
     return str(found[-1])
 
 
+def load_postgres_extension(con: duckdb.DuckDBPyConnection) -> None:
+    """The postgres extension, from the `duckdb-extension-postgres-scanner` wheel."""
+    path = _extension_path("duckdb_extension_postgres_scanner", "postgres_scanner")
+    con.execute(f"load '{path}'")
+
+
+def sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def mask_password(text: str) -> str:
+    """`text` with libpq `password=...` values (and URI passwords) replaced by ***."""
+    text = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", text)
+    return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
+def postgres_reason(error: Exception) -> str:
+    """The libpq part of a DuckDB error about a Postgres connection, password masked."""
+    text = str(error)
+    marker = re.search(r'Unable to connect to Postgres at "[^"]*": ', text)
+    if marker:
+        text = text[marker.end() :]
+    text = re.sub(r"^(IO|Invalid Input|Catalog) Error: ", "", text)
+    return mask_password(" ".join(text.split()))
+
+
 def offline_connection() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB that may never download anything."""
     return duckdb.connect(
@@ -72,23 +100,42 @@ class Warehouse:
     def data_dir(self) -> str:
         return self.data_path or str(self.root / "data") + "/"
 
+    @property
+    def is_postgres(self) -> bool:
+        return self.catalog.startswith(POSTGRES_PREFIX)
+
+    @property
+    def postgres_dsn(self) -> str:
+        """The libpq connection string of a Postgres catalog (`postgres:<dsn>`)."""
+        return self.catalog[len(POSTGRES_PREFIX) :].strip()
+
+    @property
+    def label(self) -> str:
+        """How messages name this warehouse: its folder, or its catalog (password masked)."""
+        if self.is_postgres:
+            return f"postgres catalog '{mask_password(self.postgres_dsn)}'"
+        return str(self.root)
+
     def catalog_uri(self) -> str:
         if self.catalog in CATALOG_FILES:
             return f"ducklake:{self.catalog}:{self.root / CATALOG_FILES[self.catalog]}"
-        if self.catalog.startswith("postgres:"):
-            # Multi-user setting: needs the postgres extension installed beside DuckDB.
-            return f"ducklake:{self.catalog}"
+        if self.is_postgres:
+            # Multi-user setting: a PostgreSQL database holds the DuckLake catalog.
+            return f"ducklake:{POSTGRES_PREFIX}{self.postgres_dsn}"
         raise CellstoreError(
             f"unknown catalog {self.catalog!r}: expected 'sqlite', 'duckdb' or 'postgres:<dsn>'"
         )
 
     def exists(self) -> bool:
+        """Whether a catalog exists (a Postgres catalog is asked when attached)."""
         if self.catalog in CATALOG_FILES:
             return (self.root / CATALOG_FILES[self.catalog]).is_file()
         return True
 
     def require(self) -> None:
         """Fail with one clear line when there is no warehouse to read."""
+        if self.is_postgres:
+            return  # the catalog lives in Postgres: attaching it says whether it exists
         if not self.root.is_dir():
             raise CellstoreError(
                 f"warehouse folder {self.root} does not exist: run `cellstore build` first "
@@ -103,39 +150,76 @@ class Warehouse:
         self, *, read_only: bool = False, snapshot: int | None = None
     ) -> duckdb.DuckDBPyConnection:
         """Attach the catalog as `lake` and make it the default database."""
-        if read_only or snapshot is not None:
+        writing = not read_only and snapshot is None
+        if not writing:
             self.require()
-        if snapshot is not None and snapshot < 0:
-            raise CellstoreError(f"snapshot {snapshot} does not exist in {self.root}")
-        else:
-            if not self.root.parent.is_dir():
-                raise CellstoreError(
-                    f"cannot create warehouse {self.root}: its parent folder does not exist"
-                )
+            if snapshot is not None and snapshot < 0:
+                raise CellstoreError(f"snapshot {snapshot} does not exist in {self.root}")
+        elif not self.root.parent.is_dir():
+            raise CellstoreError(
+                f"cannot create warehouse {self.root}: its parent folder does not exist"
+            )
+        elif not self.is_postgres:
             self.root.mkdir(exist_ok=True)
         con = offline_connection()
         con.execute(f"load '{_extension_path('duckdb_extension_ducklake', 'ducklake')}'")
         if self.catalog == "sqlite":
             path = _extension_path("duckdb_extension_sqlite_scanner", "sqlite_scanner")
             con.execute(f"load '{path}'")
-        options = [f"data_path '{self.data_dir}'"]
-        if self.data_path is None:
-            # The default data folder moves with the warehouse folder (copied, renamed...).
-            options.append("override_data_path true")
-        if read_only or snapshot is not None:
+        elif self.is_postgres:
+            load_postgres_extension(con)
+        options = []
+        if not writing:
             options.append("read_only")
         if snapshot is not None:
             options.append(f"snapshot_version {int(snapshot)}")
         try:
-            con.execute(f"attach '{self.catalog_uri()}' as {LAKE} ({', '.join(options)})")
+            try:
+                self._attach(con, [*self._data_path_options(), *options])
+            except duckdb.Error as exc:
+                if not (writing and "data_path is not set" in str(exc)):
+                    raise
+                # A new Postgres catalog without a configured data_path: the data folder
+                # defaults to <warehouse>/data/, stored in the catalog for every later user.
+                self._attach(con, [f"data_path {sql_string(self.data_dir)}", *options])
         except duckdb.Error as exc:
-            if snapshot is not None and "snapshot" in str(exc).lower():
-                raise CellstoreError(f"snapshot {snapshot} does not exist in {self.root}") from None
-            raise CellstoreError(f"cannot open warehouse {self.root}: {exc}") from None
+            con.close()
+            raise self._attach_error(exc, snapshot) from None
         con.execute(f"use {LAKE}")
-        if not read_only and snapshot is None and not has_metadata(con):
-            create_metadata(con)
+        if writing:
+            # A Postgres-catalogued warehouse folder holds only scratch space and artifacts.
+            self.root.mkdir(exist_ok=True)
+            if not has_metadata(con):
+                create_metadata(con)
         return con
+
+    def _data_path_options(self) -> list[str]:
+        if self.is_postgres:
+            if self.data_path is None:
+                return []  # an existing catalog knows where its files are
+            # Each machine names where it mounts the shared data folder.
+            return [f"data_path {sql_string(self.data_path)}", "override_data_path true"]
+        options = [f"data_path {sql_string(self.data_dir)}"]
+        if self.data_path is None:
+            # The default data folder moves with the warehouse folder (copied, renamed...).
+            options.append("override_data_path true")
+        return options
+
+    def _attach(self, con: duckdb.DuckDBPyConnection, options: list[str]) -> None:
+        with_options = f" ({', '.join(options)})" if options else ""
+        con.execute(f"attach {sql_string(self.catalog_uri())} as {LAKE}{with_options}")
+
+    def _attach_error(self, exc: duckdb.Error, snapshot: int | None) -> CellstoreError:
+        text = str(exc)
+        if snapshot is not None and "snapshot" in text.lower():
+            return CellstoreError(f"snapshot {snapshot} does not exist in {self.label}")
+        if not self.is_postgres:
+            return CellstoreError(f"cannot open warehouse {self.root}: {exc}")
+        if "does not exist - and creating a new DuckLake is explicitly disabled" in text:
+            return CellstoreError(
+                f"{self.label} holds no cellstore warehouse: run `cellstore build` first"
+            )
+        return CellstoreError(f"cannot open {self.label}: {postgres_reason(exc)}")
 
 
 def has_metadata(con: duckdb.DuckDBPyConnection) -> bool:
