@@ -210,7 +210,7 @@ def test_build_with_unreachable_scheduler_is_one_line(source, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and address in errors[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    assert "did not answer within 10 s" in errors[0]
+    assert "10 s" in errors[0]  # "did not answer within 10 s" or "timed out ... after 10 s"
     # Nothing of the image stages was published.
     con = Warehouse(tmp_path / "warehouse").connect(read_only=True)
     try:
