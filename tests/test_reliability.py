@@ -314,7 +314,7 @@ def test_build_says_when_failed_runs_cannot_be_recorded(toy, monkeypatch):
 
     from cellstore.engine.runner import Runner
 
-    toy.sql("doubled", "select i, i * 2 as twice from nope\n")
+    toy.sql("doubled", "select i, cast('x' || i as integer) as twice from numbers\n")
     insert = Runner._insert_run
 
     def failing_insert(con, record):
