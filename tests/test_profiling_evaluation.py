@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.resources
-import time
 from pathlib import Path
 
 import duckdb
@@ -27,12 +26,10 @@ def ljosa() -> duckdb.DuckDBPyConnection:
     put(con, "external_profiles", external["external_profiles"])
     put_no_cells(con)
     run_well_profiles(con)
-    start = time.perf_counter()
     normalize = stage_module("well_profiles_normalized").well_profiles_normalized
     put(con, "well_profiles_normalized", normalize(con.table("well_profiles")))
     for name in ("treatment_profiles", "moa_neighbors", "moa_accuracy"):
         run_sql_stage(con, name)
-    con.execute(f"create table evaluation_seconds as select {time.perf_counter() - start} as s")
     return con
 
 
@@ -69,8 +66,3 @@ def test_sql_scores_equal_the_numpy_library(ljosa):
 def test_feature_names_follow_the_file(ljosa):
     [(n, names)] = ljosa.sql("select n_features, feature_names from feature_sets").fetchall()
     assert n == 516 and names[0] == "Cells_AreaShape_Area"
-
-
-def test_evaluating_all_variants_takes_under_a_few_seconds(ljosa):
-    [(seconds,)] = ljosa.sql("select s from evaluation_seconds").fetchall()
-    assert seconds < 6.0  # the bar is 2 s on an idle machine; this one is shared

@@ -217,8 +217,10 @@ def gc(
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Delete Parquet files no snapshot references (left by killed builds or expired
-    snapshots) and the scratch folders of builds that are no longer running.
+    """Delete unreferenced files and the scratch of finished builds.
+
+    Unreferenced Parquet files are left by killed builds or expired snapshots; scratch folders
+    by builds that are no longer running.
 
     gc takes the build lock: while a build runs it refuses (or waits --wait seconds), because
     the build's uncommitted files look unreferenced until it commits. By default no snapshot

@@ -22,11 +22,14 @@ def migrate(
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Copy the warehouse (every snapshot, run record and check result) to a Postgres catalog.
+    """Copy the warehouse, with its history, to a Postgres catalog.
+
+    Every snapshot, run record and check result is copied.
 
     The source is left untouched. Afterwards point cellstore.toml at the new catalog:
     catalog = "postgres:<dsn>" and data_path = "<the --data-path folder>".
 
+    \b
     cellstore migrate --to "postgres:dbname=lake host=db.lab" --data-path /shared/lake/
     """
     from cellstore.cli.common import console, open_warehouse

@@ -19,9 +19,15 @@ def verify(
     warehouse: WarehouseOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Confirm every Parquet file the snapshot references exists, has its recorded size and a
+    """Confirm the snapshot's data files exist and are whole.
+
+    Every Parquet file the snapshot references must exist with its recorded size and a
     readable footer (read-only). Exits 1 naming each damaged file and the command that
     rebuilds its table.
+
+    \b
+    cellstore verify
+    cellstore verify images
     """
     from rich.markup import escape
 
