@@ -313,6 +313,9 @@ def main() -> None:
         "--dask-every", type=int, default=6, help="every Nth trial uses a dask LocalCluster"
     )
     parser.add_argument("--jobs", type=int, default=1, help="trials run at once")
+    parser.add_argument(
+        "--kills", type=int, default=0, help="add trials until N builds were killed mid-build"
+    )
     parser.add_argument("--first-index", type=int, default=0, help="number of the first trial")
     parser.add_argument("--gc-race", type=int, default=0, help="run the gc-during-build loop")
     options = parser.parse_args()
@@ -357,17 +360,20 @@ def main() -> None:
     )
     rng = random.Random(options.seed)
     targets = [s for s in order if s in windows]
-    planned = []
-    for i in range(options.trials):
-        mode = "full-refresh" if i % 3 == 2 else "fresh"
-        scheduler = "" if options.dask_every and i % options.dask_every == 3 else "inline"
-        if i % 4 == 0:  # anywhere in the build
-            target, kill_s = "anywhere", rng.uniform(0.5, ref_seconds)
-        else:  # inside one stage's window of the reference build, round-robin
-            target = targets[(i - i // 4 - 1) % len(targets)]
-            low, high = windows[target]
-            kill_s = rng.uniform(max(0.5, low), max(0.6, high))
-        planned.append(Trial(options.first_index + i, mode, scheduler, target, kill_s))
+
+    def plan(first: int, n: int) -> list[Trial]:
+        planned = []
+        for i in range(first, first + n):
+            mode = "full-refresh" if i % 3 == 2 else "fresh"
+            scheduler = "" if options.dask_every and i % options.dask_every == 3 else "inline"
+            if i % 4 == 0:  # anywhere in the build
+                target, kill_s = "anywhere", rng.uniform(0.5, ref_seconds)
+            else:  # inside one stage's window of the reference build, round-robin
+                target = targets[(i - i // 4 - 1) % len(targets)]
+                low, high = windows[target]
+                kill_s = rng.uniform(max(0.5, low), max(0.6, high))
+            planned.append(Trial(options.first_index + i, mode, scheduler, target, kill_s))
+        return planned
 
     def run(trial: Trial) -> Trial:
         t0 = time.time()
@@ -379,8 +385,16 @@ def main() -> None:
     # several at once (kill points then fall at other moments of the build; still random).
     from concurrent.futures import ThreadPoolExecutor
 
+    # --kills N: a trial whose build ended before its kill time tests nothing about kills, so
+    # keep planning trials until N builds were really killed mid-build (at most 3 × N trials).
+    trials: list[Trial] = []
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        trials = list(pool.map(run, planned))
+        trials += pool.map(run, plan(0, options.trials))
+        while options.kills and len(trials) < 3 * options.kills:
+            missing = options.kills - sum(not t.exited_first for t in trials)
+            if missing <= 0:
+                break
+            trials += pool.map(run, plan(len(trials), missing))
     print()
     print_table(trials)
 
