@@ -166,8 +166,49 @@ RESPONSE_CONCENTRATION = 5.0  # κ of the per-cell Beta response
 # Cell-to-cell standard deviation per axis (density is well level: no cell noise).
 CELL_NOISE = np.array([0.0 if name == "density" else 0.3 for name in AXES])
 WEEK_NOISE = np.array([0.15 if name == "density" else 0.2 for name in AXES])
+WEEK_GAIN_NOISE = 0.2  # σ of the log imaging gain per channel and Week
 PLATE_NOISE = 0.06
 WELL_NOISE = 0.05
+
+# Compounds are properties of the screen, not of an experiment: their phenotypes and
+# potencies come from this fixed stream, so every seed images the same compounds (a seed is
+# a replicate experiment: new Weeks, plates, wells and cells) and which treatments are hard
+# is structural, not drawn.
+COMPOUND_SEED = 0
+# Within-MoA heterogeneity at heterogeneity = 1: Δ(compound) = Δ(MoA) ⊙ (1 + J·ε)
+# + O·‖Δ(MoA)‖·v, v a random unit direction (the compound's own, off-target phenotype).
+COMPOUND_JITTER = 0.15
+COMPOUND_OFF_TARGET = 0.10
+# log10 EC50 / lowest annotated dose ~ N(EC50_SHIFT, EC50_SPREAD).
+EC50_SHIFT = 0.1
+EC50_SPREAD = 0.25
+# Week × treatment interaction at batch_strength = 1: in Week w the treated cells' response
+# is Δ + T·G_w Δ / max(‖Δ‖, 1) + K·‖Δ‖·u_w, G_w a random matrix with N(0, 1/d) entries
+# (each MoA's response turned its own way, by about the same absolute amount T, so subtle
+# phenotypes are turned most and dramatic ones keep their identity), u_w a random unit
+# direction (a stress response shared by every treatment of the Week). DMSO wells do not
+# respond, so they can neither reveal nor correct it.
+WEEK_RESPONSE_TURN = 0.0
+WEEK_RESPONSE_SHIFT = 0.0
+# Disturbed wells (debris, a scratch, uneven seeding): a share OUTLIER_RATE of all wells,
+# DMSO included, is moved by OUTLIER_SIZE in a random direction. A plate holds only ~6
+# DMSO wells, so one disturbed control skews its per-plate scale; the medians of a
+# treatment's replicate wells and whitening on all controls absorb them.
+OUTLIER_RATE = 0.0
+OUTLIER_SIZE = 3.0
+# Well state: how far a well's cells spread (local confluence, medium, edge effects), one
+# factor per well shared by DMSO and treated wells (σ = CONFLUENCE_NOISE along CONFLUENCE).
+CONFLUENCE_NOISE = 0.0
+CONFLUENCE = {
+    "density": 0.3,
+    "clustering": 0.5,
+    "cell_size": -0.7,
+    "cell_irregularity": -0.5,
+    "nucleus_size": -0.3,
+    "actin_fibres": -0.5,
+    "actin_cortex": 0.4,
+    "tubulin_level": 0.3,
+}
 
 
 def stable_int(*parts: object) -> int:
@@ -208,15 +249,21 @@ class CompoundModel:
         return float(ratio / (1.0 + ratio))
 
 
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
 def compound_models(
-    seed: int,
     annotations: dict[tuple[str, float], str],
     concentrations: dict[str, Iterable[float]],
+    heterogeneity: float = 1.0,
 ) -> dict[str, CompoundModel]:
-    """A CompoundModel for every compound of the metadata.
+    """A CompoundModel for every compound of the metadata (the same for every seed).
 
     annotations: (compound, concentration) → MoA, from moa.csv.
     concentrations: compound → every concentration it is used at in image.csv.
+    heterogeneity: multiplies the within-MoA spread (compound jitter and off-target part).
     """
     annotated: dict[str, tuple[str, list[float]]] = {}
     for (compound, concentration), moa in annotations.items():
@@ -224,50 +271,89 @@ def compound_models(
     moas = sorted(MOA_EFFECTS)
     models: dict[str, CompoundModel] = {}
     for compound, doses in concentrations.items():
-        rng = rng_for(seed, "compound", compound)
+        rng = rng_for(COMPOUND_SEED, "compound", compound)
         jitter = rng.standard_normal(len(AXES))
-        off_target = rng.standard_normal(len(AXES))
+        off_target = _unit(rng.standard_normal(len(AXES)))
+        potency_draw = rng.normal()
         if compound in annotated:
             moa, annotated_doses = annotated[compound]
             if moa == DMSO:
                 models[compound] = CompoundModel(compound, DMSO, True, np.zeros(len(AXES)), 1.0)
                 continue
-            delta = moa_vector(moa) * (1 + 0.15 * jitter) + 0.08 * off_target
-            ec50 = min(annotated_doses) * 10 ** rng.normal(0.1, 0.25)
+            base = moa_vector(moa)
+            delta = base * (1 + heterogeneity * COMPOUND_JITTER * jitter) + (
+                heterogeneity * COMPOUND_OFF_TARGET * np.linalg.norm(base) * off_target
+            )
+            ec50 = min(annotated_doses) * 10 ** (EC50_SHIFT + EC50_SPREAD * potency_draw)
             models[compound] = CompoundModel(compound, moa, True, delta, float(ec50))
         else:
             moa = moas[stable_int("hidden-moa", compound) % len(moas)]
             potency = 0.2 if rng.random() < 0.3 else 1.0
-            delta = potency * (moa_vector(moa) * (1 + 0.3 * jitter) + 0.25 * off_target)
+            base = moa_vector(moa)
+            delta = potency * (base * (1 + 0.3 * jitter) + 0.5 * np.linalg.norm(base) * off_target)
             positive = [c for c in doses if c > 0] or [1.0]
             middle = float(np.exp(np.mean(np.log(positive))))
-            ec50 = middle * 10 ** rng.normal(0.0, 0.5)
+            ec50 = middle * 10 ** (0.5 * potency_draw)
             models[compound] = CompoundModel(compound, moa, False, delta, float(ec50))
     return models
 
 
 @dataclass(frozen=True)
 class WeekEffects:
-    """Batch effects of one Week: a phenotype offset and the imaging system's state."""
+    """Batch effects of one Week: a phenotype offset, a change of the treatment response,
+    and the imaging system's state."""
 
     offset: np.ndarray  # (len(AXES),) added to every cell's z
+    response_mixing: np.ndarray  # (len(AXES), len(AXES)): Δ → (I + this) Δ
+    response_shift: np.ndarray  # (len(AXES),) unit direction added to Δ, ∝ ‖Δ‖
+    strength: float  # batch_strength the Week was drawn with
     gain: np.ndarray  # (3,) per channel (DAPI, tubulin, actin) multiplier
     background: np.ndarray  # (3,) counts added everywhere
     vignetting: float  # relative drop of illumination at the image corners
     centre: tuple[float, float]  # illumination peak, as fractions of (width, height)
     tilt: tuple[float, float]  # linear illumination gradient across (x, y)
 
+    def response(self, delta: np.ndarray) -> np.ndarray:
+        """Δ of a compound as this Week's cells express it."""
+        norm = float(np.linalg.norm(delta))
+        return (
+            delta
+            + self.response_mixing @ delta / max(norm, 1.0)
+            + (self.strength * WEEK_RESPONSE_SHIFT * np.linalg.norm(delta) * self.response_shift)
+        )
 
-def week_effects(seed: int, week: str) -> WeekEffects:
-    """The Week's batch effects, drawn from its own random stream."""
+
+def week_effects(seed: int, week: str, batch_strength: float = 1.0) -> WeekEffects:
+    """The Week's batch effects, drawn from its own random stream.
+
+    batch_strength multiplies every phenotype-space batch effect (offset and response
+    change); imaging effects (gain, background, illumination) are kept, since per-plate
+    DMSO normalisation already removes them.
+    """
     rng = rng_for(seed, "week", week)
+    offset = rng.standard_normal(len(AXES)) * WEEK_NOISE
+    gain = np.exp(rng.normal(0.0, 1.0, size=3) * WEEK_GAIN_NOISE)
+    background = rng.uniform(100.0, 400.0, size=3)
+    vignetting = float(rng.uniform(0.10, 0.35))
+    centre = (float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65)))
+    tilt = (float(rng.normal(0.0, 0.06)), float(rng.normal(0.0, 0.06)))
+    # Drawn after the imaging state, from a separate stream, so it stays as before.
+    response_rng = rng_for(seed, "week-response", week)
+    d = len(AXES)
+    mixing = response_rng.standard_normal((d, d)) * (batch_strength * WEEK_RESPONSE_TURN / d**0.5)
+    mixing[AXIS_INDEX["density"]] = 0.0  # the Week changes how cells respond, not how many
+    shift = response_rng.standard_normal(len(AXES))
+    shift[AXIS_INDEX["density"]] = -abs(shift[AXIS_INDEX["density"]])  # never denser fields
     return WeekEffects(
-        offset=rng.standard_normal(len(AXES)) * WEEK_NOISE,
-        gain=np.exp(rng.normal(0.0, 0.2, size=3)),
-        background=rng.uniform(100.0, 400.0, size=3),
-        vignetting=float(rng.uniform(0.10, 0.35)),
-        centre=(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))),
-        tilt=(float(rng.normal(0.0, 0.06)), float(rng.normal(0.0, 0.06))),
+        offset=offset * batch_strength,
+        response_mixing=mixing,
+        response_shift=_unit(shift),
+        strength=float(batch_strength),
+        gain=gain,
+        background=background,
+        vignetting=vignetting,
+        centre=centre,
+        tilt=tilt,
     )
 
 
@@ -287,9 +373,24 @@ def plate_effects(seed: int, plate: str) -> PlateEffects:
     )
 
 
+def confluence_vector() -> np.ndarray:
+    vector = np.zeros(len(AXES))
+    for axis, value in CONFLUENCE.items():
+        vector[AXIS_INDEX[axis]] = value
+    return vector
+
+
 def well_offset(seed: int, plate: str, well: str) -> np.ndarray:
-    """Well-to-well noise (pipetting, edge effects) in phenotype space."""
-    return rng_for(seed, "well", plate, well).standard_normal(len(AXES)) * WELL_NOISE
+    """Well-to-well noise (pipetting, confluence, the odd disturbed well) in phenotype space."""
+    rng = rng_for(seed, "well", plate, well)
+    noise = rng.standard_normal(len(AXES)) * WELL_NOISE
+    noise += rng.standard_normal() * CONFLUENCE_NOISE * confluence_vector()
+    disturbed = rng.random() < OUTLIER_RATE
+    direction = rng.standard_normal(len(AXES))
+    direction[AXIS_INDEX["density"]] = 0.0  # disturbed, not more crowded
+    if disturbed:
+        noise += OUTLIER_SIZE * _unit(direction)
+    return noise
 
 
 def cell_responses(rng: np.random.Generator, effect: float, n: int) -> np.ndarray:
