@@ -14,7 +14,6 @@ from cellstore.synth.demo import DEMO
 from cellstore.synth.phenotypes import (
     AXES,
     AXIS_INDEX,
-    compound_models,
     moa_vector,
     week_effects,
 )

@@ -5,17 +5,26 @@ morphological trait (`AXES`); an untreated (DMSO) cell of an average plate sits 
 `cellstore.synth.cells` turns z into drawable parameters (nucleus radius, fibre counts, ...)
 and `cellstore.synth.render` draws them. The model, from well to cell:
 
-    z_cell = batch(Week) + plate + well noise               (no MoA information)
-           + r_cell · Δ(compound)                          (the treatment's phenotype)
-           + cell noise                                    (cell-to-cell variation)
+    z_cell = batch(Week) + plate + well noise                    (no MoA information)
+           + r_cell · Δ_Week(compound)                          (the treatment's phenotype)
+           + cell noise                                         (cell-to-cell variation)
 
-- Δ(compound) = Δ(MoA) ⊙ (1 + 0.15·ε) + 0.08·ε': the MoA direction `MOA_EFFECTS`, with a
-  compound-specific scaling and off-target part, so compounds of one MoA look alike, not
-  identical (the NSC protocol asks a treatment to find *another* compound of its MoA).
+The constants below are calibrated (`benchmarks/bench_accuracy.py`, README "Results") so
+that handcrafted features on the demo layout score like the real CellProfiler profiles of
+Ljosa et al. 2013 through the same evaluation; `batch_strength` and `heterogeneity`
+(`cellstore synth --batch-strength / --heterogeneity`) scale the two calibrated phenomena.
+
+- Compounds are fixed properties of the screen (`COMPOUND_SEED`): every seed images the
+  same compounds, a seed only redraws the experiment (Weeks, plates, wells, cells). So what
+  is hard about a treatment (a weak MoA, a DMSO-like low dose) is structural, not drawn.
+- Δ(compound) = Δ(MoA) ⊙ (1 + J·ε) + O·‖Δ(MoA)‖·v: the MoA direction `MOA_EFFECTS`, with a
+  compound-specific scaling and an off-target part v (a unit direction of its own); J and
+  O scale with `heterogeneity`. Compounds of one MoA look alike, not identical (the NSC
+  protocol asks a treatment to find *another* compound of its MoA).
 - Dose response: a well's effect e = c^h / (c^h + EC50^h), Hill slope h = 1.5, with c the
   concentration in µM. EC50 of an annotated compound = its lowest annotated concentration ×
-  10^N(0.1, 0.25), so its lowest annotated dose is a weak, DMSO-like phenotype and its highest
-  is saturated. Unannotated compounds get a hidden MoA (chosen from their name) with a
+  10^(EC50_SHIFT + EC50_SPREAD·ε), so its lowest dose gives a partial phenotype and its
+  highest is saturated. Unannotated compounds get a hidden MoA (chosen from their name) with a
   larger off-target part, an EC50 near the middle of their dose range, and 30 % of them are
   nearly inactive.
 - Per-cell heterogeneity: a cell's response r ~ Beta(5e + 0.05, 5(1 − e) + 0.05), so at a
@@ -30,13 +39,29 @@ and microtubule destabilizers both arrest cells in mitosis (ring-shaped DNA vs l
 microtubules); cholesterol-lowering, kinase inhibitors and protein synthesis inhibitors are
 weak phenotypes close to DMSO and to each other.
 
-Batch effects (per Week, `week_effects`): a biological offset of the whole population in
-phenotype space (σ = 0.2 per axis, 0.15 on density), and imaging effects per channel:
-gain (log-normal, σ = 0.2), background offset (100–400 counts), and an illumination field
-(radial vignetting of 10–35 % with an off-centre peak, plus a linear tilt). Plates add
-their own small offsets (σ = 0.06 in phenotype space, 5 % gain). A profile that is not
-corrected per batch therefore carries Week structure that competes with the MoA signal
-(NSCB suffers); DMSO wells on every plate let whitening / TVN remove it.
+Batch effects (per Week, `week_effects`), as in the real screen where the compounds of one
+MoA were mostly imaged in the same one or two Weeks (the layout is the real metadata's):
+- the Week's cells respond differently to a treatment: Δ_Week = Δ + T·G_w Δ / max(‖Δ‖, 1),
+  G_w a random matrix (entries N(0, 1/d), no change of density). Each MoA's response is
+  turned its own way by about the same absolute amount T (`WEEK_RESPONSE_TURN`), so subtle
+  phenotypes (DNA damage and replication, protein synthesis) lose their cross-Week identity
+  while dramatic ones (mitotic arrest, tubulin bundles, colonies) keep it. Compounds of one
+  MoA imaged in the same Week therefore look more alike than across Weeks: NSC gains from
+  the batch, NSCB does not. DMSO wells do not respond, so no DMSO-based correction
+  (per-plate standardisation, whitening, TVN) can remove it.
+- a biological offset of the whole population in phenotype space (σ = 0.2 per axis, 0.15
+  on density), which DMSO wells do show;
+- imaging effects per channel: gain (log-normal, σ = 0.2), background offset (100–400
+  counts), and an illumination field (radial vignetting of 10–35 % with an off-centre peak,
+  plus a linear tilt).
+`batch_strength` multiplies T and the offset (not the imaging, which per-plate DMSO
+normalisation removes anyway). Plates add their own small offsets (σ = 0.06 in phenotype
+space, 5 % gain). Wells add noise (σ = 0.05), and a share `OUTLIER_RATE` of wells, DMSO
+included, is disturbed (debris, uneven seeding: moved by `OUTLIER_SIZE` in a random
+direction): with ~6 DMSO wells per plate one disturbed control skews the per-plate scale of
+standardize / robustize, while whitening on all controls and the median over a treatment's
+replicate wells absorb it, which is why whitening beats per-plate standardisation on the
+real screen too.
 """
 
 from __future__ import annotations
@@ -107,8 +132,8 @@ MOA_EFFECTS: dict[str, dict[str, float]] = {
     },
     "DNA replication": {
         "nucleus_size": 0.6,
-        "dna_content": 0.8,
-        "chromatin_texture": 0.4,
+        "dna_content": 1.3,
+        "chromatin_texture": 0.5,
         "cell_size": 0.3,
         "density": -0.7,
     },
@@ -119,11 +144,11 @@ MOA_EFFECTS: dict[str, dict[str, float]] = {
         "actin_cortex": 0.4,
     },
     "Epithelial": {
-        "clustering": 2.0,
-        "actin_cortex": 1.5,
-        "cell_size": -0.3,
-        "cell_irregularity": -0.6,
-        "tubulin_level": 0.25,
+        "clustering": 2.6,
+        "actin_cortex": 1.9,
+        "cell_size": -0.4,
+        "cell_irregularity": -0.8,
+        "tubulin_level": 0.3,
     },
     "Kinase inhibitors": {
         "cell_irregularity": 0.6,
@@ -177,38 +202,23 @@ WELL_NOISE = 0.05
 COMPOUND_SEED = 0
 # Within-MoA heterogeneity at heterogeneity = 1: Δ(compound) = Δ(MoA) ⊙ (1 + J·ε)
 # + O·‖Δ(MoA)‖·v, v a random unit direction (the compound's own, off-target phenotype).
-COMPOUND_JITTER = 0.15
-COMPOUND_OFF_TARGET = 0.10
+COMPOUND_JITTER = 0.075
+COMPOUND_OFF_TARGET = 0.05
 # log10 EC50 / lowest annotated dose ~ N(EC50_SHIFT, EC50_SPREAD).
-EC50_SHIFT = 0.1
-EC50_SPREAD = 0.25
+EC50_SHIFT = -0.1
+EC50_SPREAD = 0.15
 # Week × treatment interaction at batch_strength = 1: in Week w the treated cells' response
-# is Δ + T·G_w Δ / max(‖Δ‖, 1) + K·‖Δ‖·u_w, G_w a random matrix with N(0, 1/d) entries
-# (each MoA's response turned its own way, by about the same absolute amount T, so subtle
-# phenotypes are turned most and dramatic ones keep their identity), u_w a random unit
-# direction (a stress response shared by every treatment of the Week). DMSO wells do not
-# respond, so they can neither reveal nor correct it.
-WEEK_RESPONSE_TURN = 0.0
-WEEK_RESPONSE_SHIFT = 0.0
+# is Δ + T·G_w Δ / max(‖Δ‖, 1), G_w a random matrix with N(0, 1/d) entries (each MoA's
+# response turned its own way, by about the same absolute amount T, so subtle phenotypes
+# are turned most and dramatic ones keep their identity). DMSO wells do not respond, so
+# they can neither reveal nor correct it.
+WEEK_RESPONSE_TURN = 1.5
 # Disturbed wells (debris, a scratch, uneven seeding): a share OUTLIER_RATE of all wells,
 # DMSO included, is moved by OUTLIER_SIZE in a random direction. A plate holds only ~6
 # DMSO wells, so one disturbed control skews its per-plate scale; the medians of a
 # treatment's replicate wells and whitening on all controls absorb them.
-OUTLIER_RATE = 0.0
+OUTLIER_RATE = 0.05
 OUTLIER_SIZE = 3.0
-# Well state: how far a well's cells spread (local confluence, medium, edge effects), one
-# factor per well shared by DMSO and treated wells (σ = CONFLUENCE_NOISE along CONFLUENCE).
-CONFLUENCE_NOISE = 0.0
-CONFLUENCE = {
-    "density": 0.3,
-    "clustering": 0.5,
-    "cell_size": -0.7,
-    "cell_irregularity": -0.5,
-    "nucleus_size": -0.3,
-    "actin_fibres": -0.5,
-    "actin_cortex": 0.4,
-    "tubulin_level": 0.3,
-}
 
 
 def stable_int(*parts: object) -> int:
@@ -305,8 +315,6 @@ class WeekEffects:
 
     offset: np.ndarray  # (len(AXES),) added to every cell's z
     response_mixing: np.ndarray  # (len(AXES), len(AXES)): Δ → (I + this) Δ
-    response_shift: np.ndarray  # (len(AXES),) unit direction added to Δ, ∝ ‖Δ‖
-    strength: float  # batch_strength the Week was drawn with
     gain: np.ndarray  # (3,) per channel (DAPI, tubulin, actin) multiplier
     background: np.ndarray  # (3,) counts added everywhere
     vignetting: float  # relative drop of illumination at the image corners
@@ -315,12 +323,9 @@ class WeekEffects:
 
     def response(self, delta: np.ndarray) -> np.ndarray:
         """Δ of a compound as this Week's cells express it."""
-        norm = float(np.linalg.norm(delta))
-        return (
-            delta
-            + self.response_mixing @ delta / max(norm, 1.0)
-            + (self.strength * WEEK_RESPONSE_SHIFT * np.linalg.norm(delta) * self.response_shift)
-        )
+        # Turned by about the same absolute amount whatever its size (capped below ‖Δ‖ = 1,
+        # so a nearly inactive compound stays nearly inactive).
+        return delta + self.response_mixing @ delta / max(float(np.linalg.norm(delta)), 1.0)
 
 
 def week_effects(seed: int, week: str, batch_strength: float = 1.0) -> WeekEffects:
@@ -342,13 +347,9 @@ def week_effects(seed: int, week: str, batch_strength: float = 1.0) -> WeekEffec
     d = len(AXES)
     mixing = response_rng.standard_normal((d, d)) * (batch_strength * WEEK_RESPONSE_TURN / d**0.5)
     mixing[AXIS_INDEX["density"]] = 0.0  # the Week changes how cells respond, not how many
-    shift = response_rng.standard_normal(len(AXES))
-    shift[AXIS_INDEX["density"]] = -abs(shift[AXIS_INDEX["density"]])  # never denser fields
     return WeekEffects(
         offset=offset * batch_strength,
         response_mixing=mixing,
-        response_shift=_unit(shift),
-        strength=float(batch_strength),
         gain=gain,
         background=background,
         vignetting=vignetting,
@@ -373,18 +374,10 @@ def plate_effects(seed: int, plate: str) -> PlateEffects:
     )
 
 
-def confluence_vector() -> np.ndarray:
-    vector = np.zeros(len(AXES))
-    for axis, value in CONFLUENCE.items():
-        vector[AXIS_INDEX[axis]] = value
-    return vector
-
-
 def well_offset(seed: int, plate: str, well: str) -> np.ndarray:
-    """Well-to-well noise (pipetting, confluence, the odd disturbed well) in phenotype space."""
+    """Well-to-well noise (pipetting, the odd disturbed well) in phenotype space."""
     rng = rng_for(seed, "well", plate, well)
     noise = rng.standard_normal(len(AXES)) * WELL_NOISE
-    noise += rng.standard_normal() * CONFLUENCE_NOISE * confluence_vector()
     disturbed = rng.random() < OUTLIER_RATE
     direction = rng.standard_normal(len(AXES))
     direction[AXIS_INDEX["density"]] = 0.0  # disturbed, not more crowded
