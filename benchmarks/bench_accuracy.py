@@ -90,6 +90,7 @@ def ensure_source(folder: Path, params: SynthParams, workers: int) -> tuple[Path
 def build(source: Path, warehouse: Path) -> float:
     """`cellstore build` of this repository's project on `source` into `warehouse`."""
     started = time.perf_counter()
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     )
@@ -114,6 +115,31 @@ def accuracy_rows(warehouse: Path) -> list[dict]:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
     finally:
         con.close()
+
+
+def detection(warehouse: Path, source: Path) -> tuple[float, float]:
+    """(recall, precision) of the `nuclei` table against the generator's ground truth (5 px,
+    as tests/test_imaging_build.py)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cellstore.engine.warehouse import Warehouse
+    from cellstore.imaging.evaluation import DetectionScore, match_centres
+
+    con = Warehouse(warehouse).connect(read_only=True)
+    try:
+        found = con.execute("select image_id, x, y from nuclei").fetchall()
+    finally:
+        con.close()
+    by_image: dict[str, list] = {}
+    for image_id, x, y in found:
+        by_image.setdefault(image_id, []).append((x, y))
+    truth = pq.read_table(source / "ground_truth" / "nuclei.parquet").to_pandas()
+    score = DetectionScore(0, 0, 0)
+    for image_id, rows in truth.groupby("image_id"):
+        detected = np.array(by_image.get(image_id, []), np.float64).reshape(-1, 2)
+        score = score + match_centres(detected, rows[["x", "y"]].to_numpy(), radius=5)
+    return score.recall, score.precision
 
 
 def summarise(per_seed: list[dict]) -> list[dict]:
