@@ -12,9 +12,11 @@ builds nothing new); reads `moa_accuracy`. Prints one row per feature source ×
 post-processing with mean ± std (population, ddof 0) over the seeds, and writes every
 per-seed row and the summary to a CSV (default WORKDIR/accuracy.csv).
 
-Cost on the 2-core development machine: per seed ~1.5 min to generate and ~2.5 min to
+Cost on the 2-core development machine: per seed ~1 min to generate and ~2.5 min to
 build when the machine is quiet (~4 min in all); 3 seeds ≈ 12 min quiet, 15–25 min when
-the machine is shared. A rerun with every source and warehouse in place takes seconds.
+the machine is shared (measured under load average 40–70, three seeds in parallel:
+15 min to generate each source, builds over 35 min). A rerun with every source and
+warehouse in place takes seconds.
 --layout small (two plates, a smoke test of the script) takes about a minute per seed; its
 accuracies mean nothing.
 """
