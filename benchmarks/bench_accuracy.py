@@ -182,8 +182,11 @@ def main() -> None:
         source, generated = ensure_source(args.workdir / "sources", params, args.workers)
         built = build(source, args.workdir / "warehouses" / params.fingerprint())
         rows = accuracy_rows(args.workdir / "warehouses" / params.fingerprint())
+        nuclei = json.loads((source / SUMMARY_FILE).read_text())["n_nuclei"]
+        recall, precision = detection(args.workdir / "warehouses" / params.fingerprint(), source)
         print(
-            f"seed {seed}: generate {generated:.0f} s, build {built:.0f} s ({source.name})",
+            f"seed {seed}: generate {generated:.0f} s, build {built:.0f} s, {nuclei} nuclei, "
+            f"detection recall {recall:.4f} precision {precision:.4f} ({source.name})",
             flush=True,
         )
         per_seed += [{"seed": seed, **row} for row in rows]
