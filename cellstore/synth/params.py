@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 # Bump when the generator's output changes for the same parameters (invalidates caches).
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 SUMMARY_FILE = "cellstore_synth.json"
 
 
@@ -21,6 +21,8 @@ class SynthParams:
     seed: int = 0
     wells: str = "all"  # "all" or "annotated" (treatments in moa.csv, DMSO included)
     density: float = 1.0  # multiplies the number of cells per field
+    batch_strength: float = 1.0  # multiplies the Week effects in phenotype space (1: calibrated)
+    heterogeneity: float = 1.0  # multiplies the within-MoA spread of compounds (1: calibrated)
 
     def fingerprint(self) -> str:
         payload = json.dumps(asdict(self) | {"version": GENERATOR_VERSION}, sort_keys=True)

@@ -5,17 +5,26 @@ morphological trait (`AXES`); an untreated (DMSO) cell of an average plate sits 
 `cellstore.synth.cells` turns z into drawable parameters (nucleus radius, fibre counts, ...)
 and `cellstore.synth.render` draws them. The model, from well to cell:
 
-    z_cell = batch(Week) + plate + well noise               (no MoA information)
-           + r_cell · Δ(compound)                          (the treatment's phenotype)
-           + cell noise                                    (cell-to-cell variation)
+    z_cell = batch(Week) + plate + well noise                    (no MoA information)
+           + r_cell · Δ_Week(compound)                          (the treatment's phenotype)
+           + cell noise                                         (cell-to-cell variation)
 
-- Δ(compound) = Δ(MoA) ⊙ (1 + 0.15·ε) + 0.08·ε': the MoA direction `MOA_EFFECTS`, with a
-  compound-specific scaling and off-target part, so compounds of one MoA look alike, not
-  identical (the NSC protocol asks a treatment to find *another* compound of its MoA).
+The constants below are calibrated (`benchmarks/bench_accuracy.py`, README "Results") so
+that handcrafted features on the demo layout score like the real CellProfiler profiles of
+Ljosa et al. 2013 through the same evaluation; `batch_strength` and `heterogeneity`
+(`cellstore synth --batch-strength / --heterogeneity`) scale the two calibrated phenomena.
+
+- Compounds are fixed properties of the screen (`COMPOUND_SEED`): every seed images the
+  same compounds, a seed only redraws the experiment (Weeks, plates, wells, cells). So what
+  is hard about a treatment (a weak MoA, a DMSO-like low dose) is structural, not drawn.
+- Δ(compound) = Δ(MoA) ⊙ (1 + J·ε) + O·‖Δ(MoA)‖·v: the MoA direction `MOA_EFFECTS`, with a
+  compound-specific scaling and an off-target part v (a unit direction of its own); J and
+  O scale with `heterogeneity`. Compounds of one MoA look alike, not identical (the NSC
+  protocol asks a treatment to find *another* compound of its MoA).
 - Dose response: a well's effect e = c^h / (c^h + EC50^h), Hill slope h = 1.5, with c the
   concentration in µM. EC50 of an annotated compound = its lowest annotated concentration ×
-  10^N(0.1, 0.25), so its lowest annotated dose is a weak, DMSO-like phenotype and its highest
-  is saturated. Unannotated compounds get a hidden MoA (chosen from their name) with a
+  10^(EC50_SHIFT + EC50_SPREAD·ε), so its lowest dose gives a partial phenotype and its
+  highest is saturated. Unannotated compounds get a hidden MoA (chosen from their name) with a
   larger off-target part, an EC50 near the middle of their dose range, and 30 % of them are
   nearly inactive.
 - Per-cell heterogeneity: a cell's response r ~ Beta(5e + 0.05, 5(1 − e) + 0.05), so at a
@@ -30,13 +39,29 @@ and microtubule destabilizers both arrest cells in mitosis (ring-shaped DNA vs l
 microtubules); cholesterol-lowering, kinase inhibitors and protein synthesis inhibitors are
 weak phenotypes close to DMSO and to each other.
 
-Batch effects (per Week, `week_effects`): a biological offset of the whole population in
-phenotype space (σ = 0.2 per axis, 0.15 on density), and imaging effects per channel:
-gain (log-normal, σ = 0.2), background offset (100–400 counts), and an illumination field
-(radial vignetting of 10–35 % with an off-centre peak, plus a linear tilt). Plates add
-their own small offsets (σ = 0.06 in phenotype space, 5 % gain). A profile that is not
-corrected per batch therefore carries Week structure that competes with the MoA signal
-(NSCB suffers); DMSO wells on every plate let whitening / TVN remove it.
+Batch effects (per Week, `week_effects`), as in the real screen where the compounds of one
+MoA were mostly imaged in the same one or two Weeks (the layout is the real metadata's):
+- the Week's cells respond differently to a treatment: Δ_Week = Δ + T·G_w Δ / max(‖Δ‖, 1),
+  G_w a random matrix (entries N(0, 1/d), no change of density). Each MoA's response is
+  turned its own way by about the same absolute amount T (`WEEK_RESPONSE_TURN`), so subtle
+  phenotypes (DNA damage and replication, protein synthesis) lose their cross-Week identity
+  while dramatic ones (mitotic arrest, tubulin bundles, colonies) keep it. Compounds of one
+  MoA imaged in the same Week therefore look more alike than across Weeks: NSC gains from
+  the batch, NSCB does not. DMSO wells do not respond, so no DMSO-based correction
+  (per-plate standardisation, whitening, TVN) can remove it.
+- a biological offset of the whole population in phenotype space (σ = 0.2 per axis, 0.15
+  on density), which DMSO wells do show;
+- imaging effects per channel: gain (log-normal, σ = 0.2), background offset (100–400
+  counts), and an illumination field (radial vignetting of 10–35 % with an off-centre peak,
+  plus a linear tilt).
+`batch_strength` multiplies T and the offset (not the imaging, which per-plate DMSO
+normalisation removes anyway). Plates add their own small offsets (σ = 0.06 in phenotype
+space, 5 % gain). Wells add noise (σ = 0.05), and a share `OUTLIER_RATE` of wells, DMSO
+included, is disturbed (debris, uneven seeding: moved by `OUTLIER_SIZE` in a random
+direction): with ~6 DMSO wells per plate one disturbed control skews the per-plate scale of
+standardize / robustize, while whitening on all controls and the median over a treatment's
+replicate wells absorb it, which is why whitening beats per-plate standardisation on the
+real screen too.
 """
 
 from __future__ import annotations
@@ -107,8 +132,8 @@ MOA_EFFECTS: dict[str, dict[str, float]] = {
     },
     "DNA replication": {
         "nucleus_size": 0.6,
-        "dna_content": 0.8,
-        "chromatin_texture": 0.4,
+        "dna_content": 1.3,
+        "chromatin_texture": 0.5,
         "cell_size": 0.3,
         "density": -0.7,
     },
@@ -119,11 +144,11 @@ MOA_EFFECTS: dict[str, dict[str, float]] = {
         "actin_cortex": 0.4,
     },
     "Epithelial": {
-        "clustering": 2.0,
-        "actin_cortex": 1.5,
-        "cell_size": -0.3,
-        "cell_irregularity": -0.6,
-        "tubulin_level": 0.25,
+        "clustering": 2.6,
+        "actin_cortex": 1.9,
+        "cell_size": -0.4,
+        "cell_irregularity": -0.8,
+        "tubulin_level": 0.3,
     },
     "Kinase inhibitors": {
         "cell_irregularity": 0.6,
@@ -166,8 +191,34 @@ RESPONSE_CONCENTRATION = 5.0  # κ of the per-cell Beta response
 # Cell-to-cell standard deviation per axis (density is well level: no cell noise).
 CELL_NOISE = np.array([0.0 if name == "density" else 0.3 for name in AXES])
 WEEK_NOISE = np.array([0.15 if name == "density" else 0.2 for name in AXES])
+WEEK_GAIN_NOISE = 0.2  # σ of the log imaging gain per channel and Week
 PLATE_NOISE = 0.06
 WELL_NOISE = 0.05
+
+# Compounds are properties of the screen, not of an experiment: their phenotypes and
+# potencies come from this fixed stream, so every seed images the same compounds (a seed is
+# a replicate experiment: new Weeks, plates, wells and cells) and which treatments are hard
+# is structural, not drawn.
+COMPOUND_SEED = 0
+# Within-MoA heterogeneity at heterogeneity = 1: Δ(compound) = Δ(MoA) ⊙ (1 + J·ε)
+# + O·‖Δ(MoA)‖·v, v a random unit direction (the compound's own, off-target phenotype).
+COMPOUND_JITTER = 0.075
+COMPOUND_OFF_TARGET = 0.05
+# log10 EC50 / lowest annotated dose ~ N(EC50_SHIFT, EC50_SPREAD).
+EC50_SHIFT = -0.1
+EC50_SPREAD = 0.15
+# Week × treatment interaction at batch_strength = 1: in Week w the treated cells' response
+# is Δ + T·G_w Δ / max(‖Δ‖, 1), G_w a random matrix with N(0, 1/d) entries (each MoA's
+# response turned its own way, by about the same absolute amount T, so subtle phenotypes
+# are turned most and dramatic ones keep their identity). DMSO wells do not respond, so
+# they can neither reveal nor correct it.
+WEEK_RESPONSE_TURN = 1.5
+# Disturbed wells (debris, a scratch, uneven seeding): a share OUTLIER_RATE of all wells,
+# DMSO included, is moved by OUTLIER_SIZE in a random direction. A plate holds only ~6
+# DMSO wells, so one disturbed control skews its per-plate scale; the medians of a
+# treatment's replicate wells and whitening on all controls absorb them.
+OUTLIER_RATE = 0.05
+OUTLIER_SIZE = 3.0
 
 
 def stable_int(*parts: object) -> int:
@@ -208,15 +259,21 @@ class CompoundModel:
         return float(ratio / (1.0 + ratio))
 
 
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
 def compound_models(
-    seed: int,
     annotations: dict[tuple[str, float], str],
     concentrations: dict[str, Iterable[float]],
+    heterogeneity: float = 1.0,
 ) -> dict[str, CompoundModel]:
-    """A CompoundModel for every compound of the metadata.
+    """A CompoundModel for every compound of the metadata (the same for every seed).
 
     annotations: (compound, concentration) → MoA, from moa.csv.
     concentrations: compound → every concentration it is used at in image.csv.
+    heterogeneity: multiplies the within-MoA spread (compound jitter and off-target part).
     """
     annotated: dict[str, tuple[str, list[float]]] = {}
     for (compound, concentration), moa in annotations.items():
@@ -224,50 +281,80 @@ def compound_models(
     moas = sorted(MOA_EFFECTS)
     models: dict[str, CompoundModel] = {}
     for compound, doses in concentrations.items():
-        rng = rng_for(seed, "compound", compound)
+        rng = rng_for(COMPOUND_SEED, "compound", compound)
         jitter = rng.standard_normal(len(AXES))
-        off_target = rng.standard_normal(len(AXES))
+        off_target = _unit(rng.standard_normal(len(AXES)))
+        potency_draw = rng.normal()
         if compound in annotated:
             moa, annotated_doses = annotated[compound]
             if moa == DMSO:
                 models[compound] = CompoundModel(compound, DMSO, True, np.zeros(len(AXES)), 1.0)
                 continue
-            delta = moa_vector(moa) * (1 + 0.15 * jitter) + 0.08 * off_target
-            ec50 = min(annotated_doses) * 10 ** rng.normal(0.1, 0.25)
+            base = moa_vector(moa)
+            delta = base * (1 + heterogeneity * COMPOUND_JITTER * jitter) + (
+                heterogeneity * COMPOUND_OFF_TARGET * np.linalg.norm(base) * off_target
+            )
+            ec50 = min(annotated_doses) * 10 ** (EC50_SHIFT + EC50_SPREAD * potency_draw)
             models[compound] = CompoundModel(compound, moa, True, delta, float(ec50))
         else:
             moa = moas[stable_int("hidden-moa", compound) % len(moas)]
             potency = 0.2 if rng.random() < 0.3 else 1.0
-            delta = potency * (moa_vector(moa) * (1 + 0.3 * jitter) + 0.25 * off_target)
+            base = moa_vector(moa)
+            delta = potency * (base * (1 + 0.3 * jitter) + 0.5 * np.linalg.norm(base) * off_target)
             positive = [c for c in doses if c > 0] or [1.0]
             middle = float(np.exp(np.mean(np.log(positive))))
-            ec50 = middle * 10 ** rng.normal(0.0, 0.5)
+            ec50 = middle * 10 ** (0.5 * potency_draw)
             models[compound] = CompoundModel(compound, moa, False, delta, float(ec50))
     return models
 
 
 @dataclass(frozen=True)
 class WeekEffects:
-    """Batch effects of one Week: a phenotype offset and the imaging system's state."""
+    """Batch effects of one Week: a phenotype offset, a change of the treatment response,
+    and the imaging system's state."""
 
     offset: np.ndarray  # (len(AXES),) added to every cell's z
+    response_mixing: np.ndarray  # (len(AXES), len(AXES)): Δ → (I + this) Δ
     gain: np.ndarray  # (3,) per channel (DAPI, tubulin, actin) multiplier
     background: np.ndarray  # (3,) counts added everywhere
     vignetting: float  # relative drop of illumination at the image corners
     centre: tuple[float, float]  # illumination peak, as fractions of (width, height)
     tilt: tuple[float, float]  # linear illumination gradient across (x, y)
 
+    def response(self, delta: np.ndarray) -> np.ndarray:
+        """Δ of a compound as this Week's cells express it."""
+        # Turned by about the same absolute amount whatever its size (capped below ‖Δ‖ = 1,
+        # so a nearly inactive compound stays nearly inactive).
+        return delta + self.response_mixing @ delta / max(float(np.linalg.norm(delta)), 1.0)
 
-def week_effects(seed: int, week: str) -> WeekEffects:
-    """The Week's batch effects, drawn from its own random stream."""
+
+def week_effects(seed: int, week: str, batch_strength: float = 1.0) -> WeekEffects:
+    """The Week's batch effects, drawn from its own random stream.
+
+    batch_strength multiplies every phenotype-space batch effect (offset and response
+    change); imaging effects (gain, background, illumination) are kept, since per-plate
+    DMSO normalisation already removes them.
+    """
     rng = rng_for(seed, "week", week)
+    offset = rng.standard_normal(len(AXES)) * WEEK_NOISE
+    gain = np.exp(rng.normal(0.0, 1.0, size=3) * WEEK_GAIN_NOISE)
+    background = rng.uniform(100.0, 400.0, size=3)
+    vignetting = float(rng.uniform(0.10, 0.35))
+    centre = (float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65)))
+    tilt = (float(rng.normal(0.0, 0.06)), float(rng.normal(0.0, 0.06)))
+    # Drawn after the imaging state, from a separate stream, so it stays as before.
+    response_rng = rng_for(seed, "week-response", week)
+    d = len(AXES)
+    mixing = response_rng.standard_normal((d, d)) * (batch_strength * WEEK_RESPONSE_TURN / d**0.5)
+    mixing[AXIS_INDEX["density"]] = 0.0  # the Week changes how cells respond, not how many
     return WeekEffects(
-        offset=rng.standard_normal(len(AXES)) * WEEK_NOISE,
-        gain=np.exp(rng.normal(0.0, 0.2, size=3)),
-        background=rng.uniform(100.0, 400.0, size=3),
-        vignetting=float(rng.uniform(0.10, 0.35)),
-        centre=(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))),
-        tilt=(float(rng.normal(0.0, 0.06)), float(rng.normal(0.0, 0.06))),
+        offset=offset * batch_strength,
+        response_mixing=mixing,
+        gain=gain,
+        background=background,
+        vignetting=vignetting,
+        centre=centre,
+        tilt=tilt,
     )
 
 
@@ -288,8 +375,15 @@ def plate_effects(seed: int, plate: str) -> PlateEffects:
 
 
 def well_offset(seed: int, plate: str, well: str) -> np.ndarray:
-    """Well-to-well noise (pipetting, edge effects) in phenotype space."""
-    return rng_for(seed, "well", plate, well).standard_normal(len(AXES)) * WELL_NOISE
+    """Well-to-well noise (pipetting, the odd disturbed well) in phenotype space."""
+    rng = rng_for(seed, "well", plate, well)
+    noise = rng.standard_normal(len(AXES)) * WELL_NOISE
+    disturbed = rng.random() < OUTLIER_RATE
+    direction = rng.standard_normal(len(AXES))
+    direction[AXIS_INDEX["density"]] = 0.0  # disturbed, not more crowded
+    if disturbed:
+        noise += OUTLIER_SIZE * _unit(direction)
+    return noise
 
 
 def cell_responses(rng: np.random.Generator, effect: float, n: int) -> np.ndarray:

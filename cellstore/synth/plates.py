@@ -32,6 +32,8 @@ from cellstore.synth.phenotypes import (
     AXIS_INDEX,
     DMSO,
     CompoundModel,
+    PlateEffects,
+    WeekEffects,
     compound_models,
     plate_effects,
     rng_for,
@@ -76,6 +78,8 @@ def generate(
     seed: int = 0,
     wells: str = "all",
     density: float = 1.0,
+    batch_strength: float = 1.0,
+    heterogeneity: float = 1.0,
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -90,6 +94,8 @@ def generate(
     parameters per well) and `cellstore_synth.json` (this summary). Same parameters and
     seed → the same pixels; a plate's images do not depend on which other plates are made.
 
+    batch_strength, heterogeneity: multiply the Week effects in phenotype space and the
+    within-MoA spread of compounds (1: the values calibrated against the real screen).
     progress: called with (fields done, fields total) after each plate.
     """
     params = SynthParams(
@@ -99,19 +105,21 @@ def generate(
         seed=int(seed),
         wells=wells,
         density=float(density),
+        batch_strength=float(batch_strength),
+        heterogeneity=float(heterogeneity),
     )
     _validate(params)
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = shipped_metadata()
-    all_fields, header = _read_fields(source, out)
-    annotations = {(r["compound"], r["concentration"]): r["moa"] for r in read_moa(source)}
-    fields = _select(all_fields, params, annotations)
-    concentrations: dict[str, set[float]] = {}
-    for field in all_fields:
-        concentrations.setdefault(field.compound, set()).add(field.concentration)
-    models = compound_models(params.seed, annotations, concentrations)
+    layout = plan(params, out)
+    fields, models, annotations, header = (
+        layout.fields,
+        layout.models,
+        layout.annotations,
+        layout.header,
+    )
 
     by_plate: dict[str, list[Field]] = {}
     for field in fields:
@@ -158,6 +166,42 @@ def generate(
     return summary
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What a generation draws: the selected fields and every compound's model."""
+
+    fields: list[Field]
+    models: dict[str, CompoundModel]
+    annotations: dict[tuple[str, float], str]
+    header: tuple[str, ...]
+
+
+def plan(params: SynthParams, out: Path | None = None) -> Layout:
+    """The fields `params` selects from the shipped metadata, and the compound models."""
+    _validate(params)
+    source = shipped_metadata()
+    all_fields, header = _read_fields(source, out if out is not None else Path("."))
+    annotations = {(r["compound"], r["concentration"]): r["moa"] for r in read_moa(source)}
+    fields = _select(all_fields, params, annotations)
+    concentrations: dict[str, set[float]] = {}
+    for field in all_fields:
+        concentrations.setdefault(field.compound, set()).add(field.concentration)
+    models = compound_models(annotations, concentrations, params.heterogeneity)
+    return Layout(fields, models, annotations, header)
+
+
+def well_phenotype(
+    params: SynthParams,
+    field: Field,
+    model: CompoundModel,
+    week: WeekEffects,
+    plate_fx: PlateEffects,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(base z, Δ as expressed in the field's Week, effect) of a field's well."""
+    base = week.offset + plate_fx.offset + well_offset(params.seed, field.plate, field.well)
+    return base, week.response(model.delta), model.effect(field.concentration)
+
+
 def _validate(params: SynthParams) -> None:
     if params.wells not in ("all", "annotated"):
         raise ValueError(f"wells must be 'all' or 'annotated', not {params.wells!r}")
@@ -167,6 +211,10 @@ def _validate(params: SynthParams) -> None:
         raise ValueError(f"sites must be at least 1, not {params.sites}")
     if params.density <= 0:
         raise ValueError(f"density must be positive, not {params.density}")
+    if params.batch_strength < 0:
+        raise ValueError(f"batch_strength must be at least 0, not {params.batch_strength}")
+    if params.heterogeneity < 0:
+        raise ValueError(f"heterogeneity must be at least 0, not {params.heterogeneity}")
 
 
 def _read_fields(source: Path, out: Path) -> tuple[list[Field], tuple[str, ...]]:
@@ -226,7 +274,7 @@ def _render_plate(
 
     out, params, fields, models = job
     plate, batch = fields[0].plate, fields[0].batch
-    week = week_effects(params.seed, batch)
+    week = week_effects(params.seed, batch, params.batch_strength)
     plate_fx = plate_effects(params.seed, plate)
     imaging = Imaging(
         gain=week.gain * plate_fx.gain,
@@ -238,12 +286,9 @@ def _render_plate(
     folders: set[Path] = set()
     columns: dict[str, list[np.ndarray]] = {}
     for field in fields:
-        model = models[field.compound]
-        base = week.offset + plate_fx.offset + well_offset(params.seed, field.plate, field.well)
+        base, delta, effect = well_phenotype(params, field, models[field.compound], week, plate_fx)
         rng = rng_for(params.seed, "field", field.plate, field.well, field.site)
-        cells = sample_field(
-            rng, base, model.delta, model.effect(field.concentration), params.density
-        )
+        cells = sample_field(rng, base, delta, effect, params.density)
         images = render_field(cells, params.scale, imaging, rng)
         for image, relative in zip(images, field.files, strict=True):
             path = out / relative
@@ -329,11 +374,10 @@ def _write_wells(
             continue
         seen.add(key)
         model = models[field.compound]
-        effect = model.effect(field.concentration)
-        week = week_effects(params.seed, field.batch)
+        week = week_effects(params.seed, field.batch, params.batch_strength)
         plate_fx = plate_effects(params.seed, field.plate)
-        base = week.offset + plate_fx.offset + well_offset(params.seed, *key)
-        z = base + effect * model.delta
+        base, delta, effect = well_phenotype(params, field, model, week, plate_fx)
+        z = base + effect * delta
         gain = week.gain * plate_fx.gain
         row = {
             "plate": field.plate,

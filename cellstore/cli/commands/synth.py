@@ -37,6 +37,22 @@ def synth(
             metavar="WELLS", help="'all' wells, or 'annotated' (treatments with a MoA, and DMSO)."
         ),
     ] = "all",
+    batch_strength: Annotated[
+        float,
+        typer.Option(
+            metavar="F",
+            help="Strength of the Week (batch) effects on phenotypes: 1 is calibrated against "
+            "the real screen, 0 removes them, 2 doubles them (NSCB falls).",
+        ),
+    ] = 1.0,
+    heterogeneity: Annotated[
+        float,
+        typer.Option(
+            metavar="F",
+            help="Spread between compounds of one MoA: 1 is calibrated, 0 makes them "
+            "identical up to potency, higher makes them less alike.",
+        ),
+    ] = 1.0,
     workers: Annotated[
         int, typer.Option(metavar="N", help="Processes rendering plates in parallel.")
     ] = 1,
@@ -94,6 +110,8 @@ def synth(
                 scale=scale,
                 seed=seed,
                 wells=wells,
+                batch_strength=batch_strength,
+                heterogeneity=heterogeneity,
                 workers=workers,
                 progress=progress,
             )
