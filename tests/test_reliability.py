@@ -317,12 +317,12 @@ def test_build_says_when_failed_runs_cannot_be_recorded(toy, monkeypatch):
     toy.sql("doubled", "select i, cast('x' || i as integer) as twice from numbers\n")
     insert = Runner._insert_run
 
-    def failing_insert(con, record):
+    def failing_insert(self, con, record):
         if record["status"] != "built":
             raise duckdb.IOException("IO Error: No space left on device")
-        insert(con, record)
+        insert(self, con, record)
 
-    monkeypatch.setattr(Runner, "_insert_run", staticmethod(failing_insert))
+    monkeypatch.setattr(Runner, "_insert_run", failing_insert)
     result = toy.build()
     assert result.first_failure().stage == "doubled"
     assert result.unrecorded == "IOException: IO Error: No space left on device"
