@@ -12,7 +12,7 @@ from rich.console import Console
 
 from cellstore.engine.artifacts import INPROGRESS, gc_artifacts
 from cellstore.engine.warehouse import Warehouse
-from tests.conftest import REPO, ToyProject
+from conftest import REPO, ToyProject
 
 # First run: one checkpoint, then a crash. A resumed run finds it and finishes.
 FLAKY_TRAINER = """

@@ -6,7 +6,7 @@ import importlib.metadata
 import textwrap
 
 from cellstore.engine.codegraph import CodeGraph
-from tests.conftest import REPO, ToyProject
+from conftest import REPO, ToyProject
 
 
 def test_real_crops_stage_covers_its_library_modules_and_packages(tmp_path):

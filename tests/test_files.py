@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import ToyProject
+from conftest import ToyProject
 
 IMAGES = """
 import pyarrow as pa

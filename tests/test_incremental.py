@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import ToyProject
+from conftest import ToyProject
 
 IMAGES = """
 import pyarrow as pa

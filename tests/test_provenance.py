@@ -9,7 +9,7 @@ from rich.console import Console
 
 from cellstore.engine.inspect import print_tables
 from cellstore.engine.warehouse import Warehouse
-from tests.conftest import ToyProject
+from conftest import ToyProject
 
 TIMED_NUMBERS = """
 import datetime
@@ -115,7 +115,7 @@ def test_real_project_builds_images_before_external_profiles():
     from cellstore.engine import dag
     from cellstore.engine.project import load_project
     from cellstore.engine.runner import _check_reads
-    from tests.conftest import REPO
+    from conftest import REPO
 
     project = load_project(REPO)
     order = dag.topological_order(project, after=_check_reads(project))
