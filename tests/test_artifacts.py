@@ -8,11 +8,11 @@ import subprocess
 import sys
 import time
 
+from conftest import REPO, ToyProject
 from rich.console import Console
 
 from cellstore.engine.artifacts import INPROGRESS, gc_artifacts
 from cellstore.engine.warehouse import Warehouse
-from conftest import REPO, ToyProject
 
 # First run: one checkpoint, then a crash. A resumed run finds it and finishes.
 FLAKY_TRAINER = """

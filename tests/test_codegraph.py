@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib.metadata
 import textwrap
 
-from cellstore.engine.codegraph import CodeGraph
 from conftest import REPO, ToyProject
+
+from cellstore.engine.codegraph import CodeGraph
 
 
 def test_real_crops_stage_covers_its_library_modules_and_packages(tmp_path):

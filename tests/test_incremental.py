@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import ToyProject
 
 IMAGES = """

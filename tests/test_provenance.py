@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from conftest import ToyProject
 from rich.console import Console
 
 from cellstore.engine.inspect import print_tables
 from cellstore.engine.warehouse import Warehouse
-from conftest import ToyProject
 
 TIMED_NUMBERS = """
 import datetime
@@ -112,10 +112,11 @@ def test_check_reading_another_table_runs_after_it_or_is_skipped(toy: ToyProject
 
 
 def test_real_project_builds_images_before_external_profiles():
+    from conftest import REPO
+
     from cellstore.engine import dag
     from cellstore.engine.project import load_project
     from cellstore.engine.runner import _check_reads
-    from conftest import REPO
 
     project = load_project(REPO)
     order = dag.topological_order(project, after=_check_reads(project))
