@@ -1,4 +1,4 @@
-"""Reductions in SQL stages add in a fixed order: the same input gives bit-identical output
+"""Reductions in stages add in a fixed order: the same input gives bit-identical output
 however DuckDB's threads split the work (issue 14, fix 7)."""
 
 from __future__ import annotations
@@ -106,4 +106,29 @@ def test_well_profiles_means_are_order_stable():
     )
     moa = pa.table({"compound": ["DMSO"], "concentration": [0.0], "moa": ["DMSO"]})
     tables = {"cell_features": cells, "images": images, "external_profiles": external, "moa": moa}
-    assert distinct_results(tables, "well_profiles.sql") == 1
+    assert distinct_well_profiles(tables) == 1
+
+
+def distinct_well_profiles(tables: dict[str, pa.Table]) -> int:
+    """How many different `well_profiles` the Python stage gives in `RUNS` runs on one input
+    read through a 4-thread DuckDB connection (as the runner hands it over)."""
+    import hashlib
+
+    from cellstore.profiling.feature_sources import declared_sources
+    from cellstore.profiling.well_profiles import build_well_profiles
+
+    con = offline_connection()
+    con.execute("set threads = 4")
+    for name, table in tables.items():
+        con.register(f"{name}_arrow", table)
+        con.execute(f"create table {name} as select * from {name}_arrow")
+    sources = declared_sources(REPO / "schemas")
+    digests = set()
+    for _ in range(RUNS):
+        relations = {s.table: con.table(s.table) for s in sources}
+        built = build_well_profiles(con.table("images"), con.table("moa"), relations, sources)
+        profiles = built["well_profiles"].sort_by(
+            [("feature_source", "ascending"), ("well", "ascending")]
+        )
+        digests.add(hashlib.sha256(repr(profiles.to_pylist()).encode()).hexdigest())
+    return len(digests)
