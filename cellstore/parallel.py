@@ -16,6 +16,7 @@ INLINE = "inline"
 
 # How long an existing scheduler may take to answer before the build fails naming it.
 SCHEDULER_TIMEOUT_S = 10.0
+TASK_RETRIES = 3  # resubmissions of a task whose future a lost worker cancelled
 
 # Set in each worker process before it starts (dask's pre-spawn environment):
 # - one thread per library: the image code is numpy/scipy, parallel across fields;
@@ -118,22 +119,40 @@ class TaskPool:
                 on_done(func(*args))
             return
         from dask.distributed import as_completed
+        from distributed.client import FutureCancelledError
 
         window = max_in_flight or 2 * self.n_workers
-        first = [client.submit(func, *first_args, pure=False)]
+        args_of: dict[str, tuple[tuple[Any, ...], int]] = {}  # key → (args, retries so far)
+
+        def submit(args: tuple[Any, ...], retries: int = 0) -> Any:
+            future = client.submit(func, *args, pure=False)
+            args_of[future.key] = (args, retries)
+            return future
+
+        first = [submit(first_args)]
         for args in pending:
-            first.append(client.submit(func, *args, pure=False))
+            first.append(submit(args))
             if len(first) >= window:
                 break
         queue = as_completed(first, loop=client.loop)
         del first
         for future in queue:
-            result = future.result()
+            args, retries = args_of.pop(future.key)
+            try:
+                result = future.result()
+            except FutureCancelledError:
+                # A worker died and the scheduler dropped the task instead of rerunning it
+                # (seen under load after a SIGKILL: "cancelled ... already forgotten"):
+                # submit it again, a bounded number of times.
+                if retries >= TASK_RETRIES:
+                    raise
+                queue.add(submit(args, retries + 1))
+                continue
             future.release()
             on_done(result)
             next_args = next(pending, None)
             if next_args is not None:
-                queue.add(client.submit(func, *next_args, pure=False))
+                queue.add(submit(next_args))
 
 
 def probe_scheduler(address: str, timeout: float) -> None:
