@@ -153,16 +153,15 @@ def main() -> None:
         stream = CropStream(files, args.batch, seed=0, buffer_rows=buffer, drop_last=True)
         torch.manual_seed(0)
         model = SimCLRModel(build_encoder(args.model)).to(device)
+        model.to(memory_format=torch.channels_last)  # as cellstore.ssl.train does
         if device.type == "cuda":
-            model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
         forward = torch.compile(model) if args.compile else model
         optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-5)
         criterion = NTXentLoss(0.1)
         augment = SimCLRAugment(args.size, [0.2] * 3, [0.2] * 3).to(device)
         views = torch.randn(2 * args.batch, 3, args.size, args.size, device=device)
-        if device.type == "cuda":
-            views = views.contiguous(memory_format=torch.channels_last)
+        views = views.contiguous(memory_format=torch.channels_last)
         flops = train_flops(model, 2 * args.batch, 3, args.size, device)
 
         times: dict[str, list[float]] = {"pipeline": [], "bare": []}

@@ -15,6 +15,9 @@ from cellstore.engine.runner import BuildResult, Runner
 from cellstore.engine.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
+# What every test build of the repository pipeline adds to its config (a short SimCLR run).
+PIPELINE_CONFIG = Path(__file__).resolve().parent / "pipeline.toml"
+PIPELINE_SETTINGS = PIPELINE_CONFIG.read_text()
 
 
 class ToyProject:
@@ -128,7 +131,7 @@ def pipeline(tmp_path_factory) -> BuiltPipeline:
     warehouse = root / "warehouse"
     first = subprocess.run(
         [sys.executable, "-m", "cellstore", "build", "--source", str(source)]
-        + ["--warehouse", str(warehouse)],
+        + ["--warehouse", str(warehouse), "--config", str(PIPELINE_CONFIG)],
         cwd=REPO,
         capture_output=True,
         text=True,

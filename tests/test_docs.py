@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import REPO
+from conftest import PIPELINE_SETTINGS, REPO
 
 from cellstore.cli.app import app
 
@@ -99,7 +99,9 @@ def project(pipeline, tmp_path_factory) -> Path:
     for folder in ("sql", "stages", "schemas"):
         (root / folder).symlink_to(REPO / folder)
     shutil.copytree(pipeline.warehouse, root / "warehouse")
-    (root / "cellstore.toml").write_text(f'[settings]\nsource = "{pipeline.source}"\n')
+    (root / "cellstore.toml").write_text(
+        f'[settings]\nsource = "{pipeline.source}"\n\n{PIPELINE_SETTINGS}'
+    )
     return root
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PIPELINE_PLATES, REPO
+from conftest import PIPELINE_CONFIG, PIPELINE_PLATES, REPO
 
 from cellstore.engine.warehouse import Warehouse
 
@@ -16,7 +16,8 @@ PLATES = PIPELINE_PLATES
 
 def cellstore(*args: str, warehouse) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cellstore", *args, "--warehouse", str(warehouse)],
+        [sys.executable, "-m", "cellstore", *args, "--warehouse", str(warehouse)]
+        + ["--config", str(PIPELINE_CONFIG)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO
+from conftest import PIPELINE_SETTINGS, REPO
 
 from cellstore.engine.project import load_project
 from cellstore.engine.warehouse import Warehouse, load_postgres_extension, offline_connection
@@ -40,7 +40,7 @@ def write_config(path: Path, dsn: str, data_path: Path | None = None) -> Path:
     lines = [f'catalog = "postgres:{dsn}"']
     if data_path is not None:
         lines.append(f'data_path = "{data_path}/"')
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n\n" + PIPELINE_SETTINGS)
     return path
 
 

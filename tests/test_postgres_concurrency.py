@@ -25,6 +25,8 @@ from cellstore.stage import stage
 @stage
 def gated(numbers, *, gate: str = ""):
     """numbers, once the file `gate` exists (the test holds the build here). Grain: i."""
+    if gate:
+        Path(gate + ".waiting").touch()  # tells the test that `numbers` is committed
     deadline = time.monotonic() + 120
     while gate and not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -81,6 +83,16 @@ def wait_for_lock(dsn: str, proc: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.2)
 
 
+def wait_for_gate(project: ToyProject, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the build holds at `gated`, i.e. every stage before it has committed."""
+    waiting = Path(str(project.gate) + ".waiting")
+    deadline = time.monotonic() + timeout
+    while not waiting.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the first build never reached the gated stage"
+        time.sleep(0.2)
+
+
 def query(project: ToyProject, sql: str, machine: str = "reader") -> list[dict]:
     proc = cellstore(project, "sql", sql, "-f", "json", machine=machine)
     code, out, err = finish(proc)
@@ -92,6 +104,7 @@ def test_two_builds_on_one_catalog_one_runs_one_is_refused(shared: ToyProject):
     first = cellstore(shared, "build", machine="a")
     try:
         wait_for_lock(shared.dsn, first)
+        wait_for_gate(shared, first)
         # The other user's build, from another warehouse folder: refused at once, clearly.
         code, out, err = finish(cellstore(shared, "build", machine="b"), timeout=120)
         assert code == 1
