@@ -17,6 +17,7 @@ times (`build & while alive: gc`) and checks nothing was published with a missin
 
     python benchmarks/crash_suite.py --trials 30            # ~30 min on a loaded 2-core VM
     python benchmarks/crash_suite.py --gc-race 10
+    python benchmarks/crash_suite.py --trials 10 --only simclr   # kills during training
 """
 
 from __future__ import annotations
@@ -43,9 +44,28 @@ ORPHANS = r"orphaned files to delete: (\d+)"
 SCRATCH = r"scratch of finished builds to delete: (\d+)"
 
 
+# The suite's project settings: a SimCLR run of three short epochs, so that kills land in
+# the middle of training too and the rebuild has checkpoints to resume from.
+SETTINGS = """
+[stages.simclr]
+size = 24
+epochs = 3
+max_cells = 1024
+batch_size = 128
+"""
+CONFIG: list[str] = []  # ["--config", path] once main() has written SETTINGS
+CONFIGURED = {"build", "ls", "verify", "gc", "check"}
+
+
+def command(*args: str) -> list[str]:
+    """`python -m cellstore ARGS`, with the suite's config for commands that read settings
+    (gc too: it keeps only the in-progress artifact folders of current fingerprints)."""
+    return [sys.executable, "-m", "cellstore", *args, *(CONFIG if args[0] in CONFIGURED else [])]
+
+
 def cellstore(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cellstore", *args],
+        command(*args),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -162,7 +182,7 @@ def run_trial(
         args.append("--full-refresh")
     before = last_snapshot(warehouse)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cellstore", *args],
+        command(*args),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -269,7 +289,7 @@ def gc_race(runs: int, source: Path, work: Path, scheduler: str, jobs: int) -> N
         args = ["build", "--source", str(source), "--warehouse", str(warehouse)]
         args += ["--scheduler", scheduler] if scheduler else []
         build = subprocess.Popen(
-            [sys.executable, "-m", "cellstore", *args],
+            command(*args),
             cwd=REPO,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -318,6 +338,9 @@ def main() -> None:
     )
     parser.add_argument("--first-index", type=int, default=0, help="number of the first trial")
     parser.add_argument("--gc-race", type=int, default=0, help="run the gc-during-build loop")
+    parser.add_argument(
+        "--only", default=None, help="kill only inside this stage's window (e.g. simclr)"
+    )
     options = parser.parse_args()
 
     from cellstore.engine.dag import topological_order
@@ -325,6 +348,8 @@ def main() -> None:
 
     work = options.work or Path(tempfile.mkdtemp(prefix="crash_suite."))
     work.mkdir(parents=True, exist_ok=True)
+    (work / "cellstore.toml").write_text(SETTINGS)
+    CONFIG[:] = ["--config", str(work / "cellstore.toml")]
     source = work / "source"
     if not source.exists():
         synth = cellstore(
@@ -360,13 +385,17 @@ def main() -> None:
     )
     rng = random.Random(options.seed)
     targets = [s for s in order if s in windows]
+    if options.only:
+        if options.only not in windows:
+            raise SystemExit(f"--only {options.only}: not a stage of the reference build")
+        targets = [options.only]
 
     def plan(first: int, n: int) -> list[Trial]:
         planned = []
         for i in range(first, first + n):
             mode = "full-refresh" if i % 3 == 2 else "fresh"
             scheduler = "" if options.dask_every and i % options.dask_every == 3 else "inline"
-            if i % 4 == 0:  # anywhere in the build
+            if i % 4 == 0 and not options.only:  # anywhere in the build
                 target, kill_s = "anywhere", rng.uniform(0.5, ref_seconds)
             else:  # inside one stage's window of the reference build, round-robin
                 target = targets[(i - i // 4 - 1) % len(targets)]

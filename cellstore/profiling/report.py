@@ -297,6 +297,59 @@ def _batch_section(page: _Page, con: duckdb.DuckDBPyConnection) -> None:
         page.figure(fig, f"batches_{_slug(source)}", f"{source}: well profiles by batch")
 
 
+def _training_section(page: _Page, con: duckdb.DuckDBPyConnection, tables: set[str]) -> None:
+    """The SimCLR run: its settings, the per-epoch curves, and what training added."""
+    import matplotlib.pyplot as plt
+
+    page.heading("SimCLR training")
+    log = con.execute(
+        "select epoch, loss, pos_top1, cells_per_s, seconds, device from training_log "
+        "order by epoch"
+    ).fetchall()
+    if not log:
+        page.note("training_log is empty: no epoch completed.")
+        return
+    if "simclr" in tables:
+        run = con.execute(
+            "select encoder, size, batch_size, epochs, temperature, cells_per_epoch "
+            "from simclr where checkpoint = 'final'"
+        ).fetchall()
+        page.table(
+            ["encoder", "input px", "batch", "epochs", "τ", "cells per epoch", "device"],
+            [[*r, log[-1][5]] for r in run],
+        )
+    if "moa_accuracy" in tables:
+        gain = con.execute(
+            "select t.postprocessing, t.nsc - u.nsc, t.nscb - u.nscb from moa_accuracy t "
+            "join moa_accuracy u using (postprocessing) where t.feature_source = 'simclr' "
+            "and u.feature_source = 'simclr_untrained' order by t.nscb - u.nscb desc nulls last"
+        ).fetchall()
+        if gain and gain[0][2] is not None:
+            page.paragraph(
+                f"Training adds {gain[0][2]:+.3f} NSCB ({gain[0][1]:+.3f} NSC) over the "
+                f"untrained encoder of the same architecture ({gain[0][0]})."
+            )
+    epochs = [r[0] for r in log]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig.subplots_adjust(wspace=0.5)
+    left.plot(epochs, [r[1] for r in log], marker="o", label="NT-Xent loss")
+    left.set_xlabel("epoch")
+    left.set_ylabel("loss")
+    twin = left.twinx()
+    twin.plot(epochs, [r[2] for r in log], color="tab:orange", marker=".", label="positive top-1")
+    twin.set_ylim(0, 1)
+    twin.set_ylabel("positive-pair top-1")
+    right.plot(epochs, [r[3] for r in log], marker="o", color="tab:green")
+    right.set_xlabel("epoch")
+    right.set_ylabel("cells / s")
+    right.set_ylim(bottom=0)
+    for ax in (left, right):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    total = sum(r[4] for r in log)
+    right.set_title(f"{len(log)} epochs, {total / 60:.1f} min on {log[-1][5]}", fontsize=9)
+    page.figure(fig, "training", "SimCLR training: loss and in-batch accuracy; throughput")
+
+
 def _variant_order(variant: str) -> tuple[int, str]:
     known = ("none", "standardize", "robustize", "whitening", "tvn")
     return (known.index(variant) if variant in known else len(known), variant)
@@ -377,6 +430,7 @@ def _write(
     else:
         page.note("moa_accuracy is not built: no accuracy table.")
     for table, section in (
+        ("training_log", lambda: _training_section(page, con, tables)),
         ("moa_neighbors", lambda: _confusion_section(page, con, chosen)),
         ("treatment_profiles", lambda: _map_section(page, con, chosen)),
         ("well_profiles_normalized", lambda: _batch_section(page, con)),

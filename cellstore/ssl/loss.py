@@ -19,9 +19,12 @@ def gather_views(z: Tensor) -> Tensor:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return z
-    from torch.distributed._functional_collectives import all_gather_tensor_autograd
+    from torch.distributed import _functional_collectives as collectives
 
-    return all_gather_tensor_autograd(z.contiguous(), 0, dist.group.WORLD)  # (world × N, D)
+    # torch 2.14 renamed all_gather_tensor_autograd (kept, deprecated) to ..._single_autograd
+    gather = getattr(collectives, "all_gather_single_autograd", None)
+    gather = gather or collectives.all_gather_tensor_autograd
+    return gather(z.contiguous(), 0, dist.group.WORLD)  # (world × N, D)
 
 
 class NTXentLoss(nn.Module):

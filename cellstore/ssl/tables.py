@@ -199,9 +199,9 @@ def embed_stage(
                     size,
                 )
                 said_resize = True
+            # copies: the decoded crops are a read-only view on the Arrow buffer
             chunks = [
-                torch.from_numpy(np.ascontiguousarray(crops[i : i + batch_size]))
-                for i in range(0, n, batch_size)
+                torch.from_numpy(crops[i : i + batch_size].copy()) for i in range(0, n, batch_size)
             ]
             meta = {c: batch.column(c).cast(pa.string()) for c in EMBEDDING_META}
             for name, model, _ in models:
