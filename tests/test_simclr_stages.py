@@ -86,8 +86,10 @@ def artifact(project: ToyProject) -> Path:
 
 
 def published(project: ToyProject) -> Path:
-    run = project.query("select artifact_dir from cellstore_meta.stage_runs "
-                        "where stage = 'simclr' and status = 'built' order by started_at desc")
+    run = project.query(
+        "select artifact_dir from cellstore_meta.stage_runs "
+        "where stage = 'simclr' and status = 'built' order by started_at desc"
+    )
     return Path(run[0][0])
 
 
@@ -95,8 +97,10 @@ def test_training_log_checkpoints_and_both_models_embedded(tmp_path):
     project = simclr_project(tmp_path / "p", epochs=2)
     result = project.build()
     assert result.ok, result.first_failure()
-    log = project.query("select epoch, loss, lr, cells_per_s, cells, device, pos_top1 "
-                        "from training_log order by epoch")
+    log = project.query(
+        "select epoch, loss, lr, cells_per_s, cells, device, pos_top1 "
+        "from training_log order by epoch"
+    )
     assert [row[0] for row in log] == [0, 1]
     assert all(np.isfinite(row[1]) and row[3] > 0 and row[4] == 192 for row in log)
     assert log[0][2] == pytest.approx(1e-3) and log[0][5] == "cpu"
