@@ -124,7 +124,8 @@ def evaluated(con: duckdb.DuckDBPyConnection, wells: pa.Table) -> duckdb.DuckDBP
 
 
 def put_no_cells(con: duckdb.DuckDBPyConnection) -> None:
-    """Empty `cell_features` and `images` tables (a warehouse with external sources only)."""
+    """Empty `cell_features`, `embeddings` and `images` tables (external sources only)."""
+    put_no_embeddings(con)
     put(
         con,
         "cell_features",
@@ -152,3 +153,14 @@ def put_no_cells(con: duckdb.DuckDBPyConnection) -> None:
             }
         ),
     )
+
+
+def no_embeddings() -> pa.Table:
+    """An empty `embeddings` table (a warehouse whose SimCLR stages have not run)."""
+    from cellstore.ssl.tables import embeddings_schema
+
+    return embeddings_schema().empty_table()
+
+
+def put_no_embeddings(con: duckdb.DuckDBPyConnection) -> None:
+    put(con, "embeddings", no_embeddings())

@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import REPO
+from profiling_support import no_embeddings
 
 from cellstore.engine.warehouse import offline_connection
 
@@ -106,6 +107,7 @@ def test_well_profiles_means_are_order_stable():
     )
     moa = pa.table({"compound": ["DMSO"], "concentration": [0.0], "moa": ["DMSO"]})
     tables = {"cell_features": cells, "images": images, "external_profiles": external, "moa": moa}
+    tables["embeddings"] = no_embeddings()
     assert distinct_well_profiles(tables) == 1
 
 

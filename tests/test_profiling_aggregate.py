@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from profiling_support import put, put_no_cells, run_sql_stage, run_well_profiles
+from profiling_support import (
+    put,
+    put_no_cells,
+    put_no_embeddings,
+    run_sql_stage,
+    run_well_profiles,
+)
 
 from cellstore.profiling.aggregate import aggregate, aggregate_sql
 
@@ -199,6 +205,7 @@ def test_well_profiles_average_cell_features_per_well(cells):
     cell_table["Nuclei_Intensity_Mean"] = np.float32(2.0)
     cell_table["Metadata_Site"] = 1.0  # not a feature: no Nuclei_/Cells_/Cytoplasm_ prefix
     put(con, "cell_features", pa.Table.from_pandas(cell_table, preserve_index=False))
+    put_no_embeddings(con)
     wells = cell_table.drop_duplicates(["plate", "well"])[["image_id", "plate", "well"]]
     fields = wells.assign(
         batch=np.where(wells.plate == "P1", "Week1", "Week2"),

@@ -40,7 +40,14 @@ def write(folder: Path, name: str, text: str) -> None:
 
 def test_the_repo_declares_handcrafted_and_the_external_files():
     sources = {s.table: s for s in declared_sources(REPO / "schemas")}
-    assert set(sources) == {"cell_features", "external_profiles"}
+    assert set(sources) == {"cell_features", "embeddings", "external_profiles"}
+    simclr = sources["embeddings"]
+    assert (simclr.source_column, simclr.grain, simclr.layout, simclr.vector) == (
+        "model",
+        "cell",
+        "vector",
+        "embedding",
+    )
     handcrafted = sources["cell_features"]
     assert (handcrafted.name, handcrafted.grain, handcrafted.layout) == (
         "handcrafted",
