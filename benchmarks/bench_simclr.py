@@ -348,6 +348,7 @@ def main() -> None:
         "--max-cells", type=int, default=30_000, help="crops per epoch (0: every crop)"
     )
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS))
+    parser.add_argument("--size", type=int, default=None, help="input px (default: preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a new temp)")
@@ -410,6 +411,8 @@ def main() -> None:
 
     # epoch 0 alone, timed
     overrides = dict(preset=args.preset, max_cells=args.max_cells or None, seed=args.seed)
+    if args.size:
+        overrides["size"] = args.size
     say(f"training epoch 0 ({args.preset}, max_cells {args.max_cells or 'all'})")
     t0 = time.perf_counter()
     log = train(files, folder, epochs=1, device=args.device, **overrides)

@@ -37,6 +37,7 @@ def test_local_cluster_runs_every_task_with_a_bounded_window():
         results.append(value)
         in_flight.append(pulled[0] - len(results))
 
+    driver_env = {key: os.environ.get(key) for key in WORKER_PRE_SPAWN_ENV}
     with task_pool("", workers=2) as pool:
         assert pool.n_workers == 2
         pool.run(operator.add, _counted(40, pulled), on_done, max_in_flight=3)
@@ -49,6 +50,9 @@ def test_local_cluster_runs_every_task_with_a_bounded_window():
             pool.run(math.sqrt, iter([(4.0,), (-1.0,)]), lambda value: None)
     assert sorted(results) == list(range(10, 50))
     assert max(in_flight) <= 3  # never more than the window submitted ahead of results
+    # ... but the driver gets its own environment back: what it loads later (torch) keeps
+    # every core
+    assert {key: os.environ.get(key) for key in WORKER_PRE_SPAWN_ENV} == driver_env
 
 
 def test_empty_task_list_does_nothing():

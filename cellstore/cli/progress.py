@@ -48,8 +48,10 @@ def make_reporter(console: Console) -> Reporter:
 
 
 def count_text(done: float, total: float | None, elapsed: float) -> str:
-    """`120/962 (12%), 4.1/s`, or `120 done, 4.1/s` without a total; "" before any count."""
-    rate = f"{done / elapsed:.1f}/s" if elapsed > 0 and done else ""
+    """`120/962 (12%), 4.1/s`, or `120 done, 4.1/s` without a total; "" before any count.
+    Slow counts (epochs of training, say) read per minute: `1/2 (50%), 0.15/min`."""
+    per_s = done / elapsed if elapsed > 0 and done else 0.0
+    rate = f"{per_s:.1f}/s" if per_s >= 0.1 else f"{60 * per_s:.2g}/min" if per_s else ""
     if total:
         text = f"{done:,.0f}/{total:,.0f} ({100 * done / total:.0f}%)"
     elif done:
