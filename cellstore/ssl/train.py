@@ -62,12 +62,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         temperature=0.1,
         max_cells=None,
     ),
-    # A CPU demo: small CNN at 48 px on a 30k-crop subset, ~200 crops/s on 2 cores → ~5 min.
+    # A CPU demo: small CNN at 32 px on a 30k-crop subset, 3 epochs: ~390 crops/s on 2 cores
+    # → ~4 min, and embedding the demo's 97k crops twice (trained + control) ~1.5 min. On the
+    # demo plates 32 px reached the NSCB that 48 px did (0.761 whitened) in 3.9 instead of
+    # ~9 min of training (benchmarks/bench_simclr.py --size 32 vs a 48 px build).
     "demo": dict(
         encoder="small_cnn",
-        size=48,
+        size=32,
         batch_size=256,
-        epochs=2,
+        epochs=3,
         warmup_epochs=1,
         temperature=0.1,
         max_cells=30_000,
