@@ -201,7 +201,7 @@ def test_presets():
         None,
     )
     demo = resolve_config("demo")
-    assert (demo.encoder, demo.size, demo.max_cells) == ("small_cnn", 48, 30_000)
+    assert (demo.encoder, demo.size, demo.max_cells) == ("small_cnn", 32, 30_000)
     assert resolve_config("demo", epochs=5).epochs == 5
     assert set(PRESETS) == {"paper", "demo"}
     with pytest.raises(ValueError, match="unknown setting"):
