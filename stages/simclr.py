@@ -18,6 +18,7 @@ HYPER_PARAMETERS = (
     "temperature",
     "projection_dim",
     "weights",
+    "buffer_bytes",
 )
 
 
@@ -46,12 +47,14 @@ def simclr(
     temperature: float | None = None,
     projection_dim: int | None = None,
     weights: str | None = None,
+    buffer_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Train a SimCLR encoder on every crop (or a `max_cells` subset; 0 = every crop).
 
-    preset: "demo" (small CNN, 48 px, 30k-crop subset: minutes on a CPU) or "paper"
+    preset: "demo" (small CNN, 32 px, 3 epochs of a 30k-crop subset: minutes on a CPU) or "paper"
     (ResNet-50, 96 px, batch 256, τ 0.1, 600 epochs: for a GPU); any hyper-parameter above
     overrides it. device: auto | cpu | cuda | cuda:N; devices: DDP processes (one per GPU).
+    buffer_bytes: host memory for the shuffle buffer (default 256 MiB), whatever the table size.
     A run killed mid-training resumes from its last completed epoch (same fingerprint).
 
     simclr grain: checkpoint ("initial" = the untrained weights, the control; "final").
