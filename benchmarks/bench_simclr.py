@@ -58,7 +58,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -74,10 +72,17 @@ sys.path.insert(0, str(REPO))
 from cellstore.engine.warehouse import LAKE, Warehouse, offline_connection  # noqa: E402
 from cellstore.profiling.feature_sources import declared_sources  # noqa: E402
 from cellstore.profiling.well_profiles import build_well_profiles  # noqa: E402
-from cellstore.ssl.data import CropFile, decode_crops  # noqa: E402
+from cellstore.ssl.data import CropFile  # noqa: E402
 from cellstore.ssl.device import resolve_device  # noqa: E402
 from cellstore.ssl.embed import embed  # noqa: E402
-from cellstore.ssl.tables import FINAL, INITIAL, TRAINED, UNTRAINED, vectors  # noqa: E402
+from cellstore.ssl.tables import (  # noqa: E402
+    FINAL,
+    INITIAL,
+    TRAINED,
+    UNTRAINED,
+    crop_chunks,
+    vectors,
+)
 from cellstore.ssl.train import PRESETS, latest_checkpoint, load_model, train  # noqa: E402
 
 SQL_STAGES = ("treatment_profiles", "moa_neighbors", "moa_accuracy")
@@ -87,8 +92,6 @@ HANDCRAFTED = "handcrafted"
 CROP_COLUMNS = "cell_id, image_id, plate, well, crop, shape, dtype"
 EMBED_BATCH, READ_ROWS = 512, 8192  # the embeddings stage's defaults
 STARTED = time.perf_counter()
-# torch.from_numpy on the read-only view of Arrow's crop bytes, as in embed_stage: harmless
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 def say(message: str) -> None:
@@ -188,25 +191,14 @@ def embed_crops(
     plates: list[pa.Array] = []
     wells: list[pa.Array] = []
     parts: dict[str, list[np.ndarray]] = {name: [] for name in models}
-    first_row = 0
     reader = con.sql(f"select {CROP_COLUMNS} from crops").to_arrow_reader(READ_ROWS)
-    for batch in reader:
-        n = batch.num_rows
-        if n == 0:
-            continue
-        shape = tuple(int(s) for s in batch.column("shape")[0].as_py())
-        crops = decode_crops(batch, shape, "crops", first_row)  # (n, C, H, W) uint8
-        first_row += n
-        chunks = [
-            torch.from_numpy(np.ascontiguousarray(crops[i : i + EMBED_BATCH]))
-            for i in range(0, n, EMBED_BATCH)
-        ]
+    for batch, _, chunks in crop_chunks(reader, EMBED_BATCH):
         for name, (model, config) in models.items():
             size, mean, std = int(config["size"]), config["mean"], config["std"]
             parts[name].append(embed(model, chunks, size, mean, std, device))
         plates.append(batch.column("plate").cast(pa.string()))
         wells.append(batch.column("well").cast(pa.string()))
-    if not first_row:
+    if not plates:
         raise SystemExit("the crops table is empty: nothing to embed")
     plate, well = pa.concat_arrays(plates), pa.concat_arrays(wells)
     tables = [
@@ -214,7 +206,7 @@ def embed_crops(
             {
                 "plate": plate,
                 "well": well,
-                "model": pa.array([name] * first_row, pa.string()),
+                "model": pa.array([name] * len(plate), pa.string()),
                 "embedding": vectors(np.concatenate(parts[name])),
             }
         )

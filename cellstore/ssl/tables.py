@@ -7,7 +7,7 @@ and `stages/embeddings.py` are thin wrappers around these two functions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,27 +182,17 @@ def embed_stage(
     run = artifact.name
     writer: pq.ParquetWriter | None = None
     said_resize = False
-    first_row = 0
     try:
-        for batch in batches:
+        for batch, crops, chunks in crop_chunks(batches, batch_size):
             n = batch.num_rows
-            if n == 0:
-                continue
-            shape = tuple(int(s) for s in batch.column("shape")[0].as_py())
-            crops = decode_crops(batch, shape, "crops", first_row)  # (n, C, H, W) uint8
-            first_row += n
-            if not said_resize and shape[1:] != (size, size):
+            if not said_resize and crops.shape[2:] != (size, size):
                 log.info(
                     "embeddings: crops are %s px (trained on %s); resized to %d px",
-                    "×".join(map(str, shape[1:])),
+                    "×".join(map(str, crops.shape[2:])),
                     "×".join(map(str, trained_shape[1:])) or "?",
                     size,
                 )
                 said_resize = True
-            # copies: the decoded crops are a read-only view on the Arrow buffer
-            chunks = [
-                torch.from_numpy(crops[i : i + batch_size].copy()) for i in range(0, n, batch_size)
-            ]
             meta = {c: batch.column(c).cast(pa.string()) for c in EMBEDDING_META}
             for name, model, _ in models:
                 h = embed(model, chunks, size, mean, std, device)  # (n, d) float32
@@ -225,6 +215,28 @@ def embed_stage(
         if writer is not None:
             writer.close()
     return out if writer is not None else None
+
+
+def crop_chunks(
+    batches: Iterable[pa.RecordBatch], batch_size: int
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[torch.Tensor]]]:
+    """Each non-empty record batch of the crops table with its decoded crops (n, C, H, W)
+    and those as uint8 tensors of at most batch_size crops, for `embed`.
+
+    The tensors are copies: the decoded crops are a read-only view on the Arrow buffer.
+    """
+    first_row = 0
+    for batch in batches:
+        n = batch.num_rows
+        if n == 0:
+            continue
+        shape = tuple(int(s) for s in batch.column("shape")[0].as_py())
+        crops = decode_crops(batch, shape, "crops", first_row)  # (n, C, H, W) uint8
+        first_row += n
+        chunks = [
+            torch.from_numpy(crops[i : i + batch_size].copy()) for i in range(0, n, batch_size)
+        ]
+        yield batch, crops, chunks
 
 
 def vectors(h: np.ndarray) -> pa.Array:
