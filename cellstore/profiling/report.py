@@ -320,15 +320,21 @@ def _training_section(page: _Page, con: duckdb.DuckDBPyConnection, tables: set[s
         )
     if "moa_accuracy" in tables:
         gain = con.execute(
-            "select t.postprocessing, t.nsc - u.nsc, t.nscb - u.nscb from moa_accuracy t "
-            "join moa_accuracy u using (postprocessing) where t.feature_source = 'simclr' "
-            "and u.feature_source = 'simclr_untrained' order by t.nscb - u.nscb desc nulls last"
+            "select t.postprocessing, u.nscb, t.nscb, t.nscb - u.nscb, u.nsc, t.nsc "
+            "from moa_accuracy t join moa_accuracy u using (postprocessing) "
+            "where t.feature_source = 'simclr' and u.feature_source = 'simclr_untrained'"
         ).fetchall()
-        if gain and gain[0][2] is not None:
+        if gain:
+            gain.sort(key=lambda r: _variant_order(r[0]))
             page.paragraph(
-                f"Training adds {gain[0][2]:+.3f} NSCB ({gain[0][1]:+.3f} NSC) over the "
-                f"untrained encoder of the same architecture ({gain[0][0]})."
+                "What training adds: the trained encoder against the same architecture with "
+                "its initial weights, embedded and evaluated the same way."
             )
+            page.table(
+                ["post-processing", "NSCB untrained", "NSCB trained", "NSCB gain",
+                 "NSC untrained", "NSC trained"],
+                [list(r) for r in gain],
+            )  # fmt: skip
     epochs = [r[0] for r in log]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     fig.subplots_adjust(wspace=0.5)
