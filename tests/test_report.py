@@ -16,8 +16,19 @@ from cellstore.profiling.report import batch_silhouette, chosen_variants, embed_
 
 @pytest.fixture(scope="module")
 def evaluated_con() -> duckdb.DuckDBPyConnection:
-    """Two synthetic feature sources with cell counts, evaluated end to end."""
-    return evaluated(duckdb.connect(), synthetic_wells())
+    """Two synthetic feature sources with cell counts, evaluated end to end, and the log of
+    a three-epoch SimCLR run."""
+    from cellstore.ssl.tables import log_table
+
+    con = evaluated(duckdb.connect(), synthetic_wells())
+    rows = [
+        {"epoch": e, "loss": 5.0 - e, "lr": 3e-4, "cells_per_s": 300.0 + e, "seconds": 90.0,
+         "peak_device_memory_bytes": 2**30, "memory_measure": "process_peak_rss",
+         "device": "cpu", "processes": 1, "pos_top1": 0.1 * e, "steps": 117, "cells": 29952}
+        for e in range(3)
+    ]  # fmt: skip
+    put(con, "training_log", log_table(rows))
+    return con
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +42,17 @@ def test_report_renders_every_section(rendered):
     referenced = re.findall(r'<img src="([^"]+)"', page)
     assert sorted(referenced) == sorted(p.name for p in summary.images)
     assert sorted(referenced) == sorted(p.name for p in summary.html.parent.glob("*.png"))
-    # accuracy, 2 confusion matrices, 2 maps, 2 batch panels, cells per well
-    assert len(referenced) == 8
+    # accuracy, training curves, 2 confusion matrices, 2 maps, 2 batch panels, cells per well
+    assert len(referenced) == 9
     for path in summary.images:
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
         assert image[..., :3].std() > 0  # not a blank canvas
-    for heading in ("MoA classification accuracy", "Confusion matrices", "Cells per well"):
+    headings = ("MoA classification accuracy", "SimCLR training", "Confusion matrices")
+    for heading in (*headings, "Cells per well"):
         assert heading in page
     assert summary.notes == []
+    assert "training.png" in referenced  # the loss and throughput curves
     assert "<script" not in page and "http" not in page  # readable offline
 
 
