@@ -74,5 +74,6 @@ def simclr(
         seed=seed,
         resume=ctx.is_resume,
         progress=ctx.progress,
+        scratch=ctx.parts_dir,  # the training set in canonical order (deleted after the run)
         **overrides,
     )

@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 
 SEVERITIES = ("error", "warn")
-ROLES = ("key", "meta", "label", "feature", "vector")
+# run: what one run measured or named (seconds, rates, a run id): not the table's content,
+# so left out when two builds are compared (`run_columns`, cellstore.engine.verify).
+ROLES = ("key", "meta", "label", "feature", "vector", "run")
 
 # Check kinds, by where they are declared. See schemas/README.md for their meaning.
 COLUMN_KINDS = ("not_null", "finite", "nonzero_norm", "vector", "range", "accepted_values", "match")
@@ -563,3 +565,16 @@ def _reject_unknown(doc: dict[str, Any], allowed: set[str], where: str) -> None:
             f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} "
             f"(allowed: {', '.join(sorted(allowed))})"
         )
+
+
+def run_columns(schema_dir: Path) -> dict[str, list[str]]:
+    """{table: its columns of role `run`} over every contract in schema_dir."""
+    out: dict[str, list[str]] = {}
+    for path in sorted(Path(schema_dir).glob("*.yml")):
+        if "role: run" not in path.read_text(encoding="utf-8"):
+            continue  # cheap: most contracts have none
+        contract = load_contract(path)
+        columns = [c.name for c in contract.columns if c.role == "run"]
+        if columns:
+            out[contract.table] = columns
+    return out

@@ -194,11 +194,15 @@ def damaged_tables(con: duckdb.DuckDBPyConnection, data_dir: str) -> dict[str, s
     return reasons
 
 
-def content_digests(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]]:
+def content_digests(
+    con: duckdb.DuckDBPyConnection, exclude: dict[str, list[str]] | None = None
+) -> dict[str, tuple[int, str]]:
     """table → (rows, digest of its whole content, row order ignored), for user tables.
 
     Each row is cast to text, which is bit-faithful for floats (DuckDB prints the shortest
     text that reads back to the same bits), so equal digests mean bit-identical tables.
+    exclude: {table: columns} left out, e.g. the role-`run` columns of the contracts
+    (`cellstore.checks.contract.run_columns`): timings and run ids differ between builds.
     """
     out = {}
     for (table,) in con.execute(
@@ -206,9 +210,15 @@ def content_digests(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str]
         "and schema_name = 'main' order by 1"
     ).fetchall():
         quoted = '"' + table.replace('"', '""') + '"'
+        left_out = (exclude or {}).get(table)
+        columns = "*"
+        if left_out:
+            columns = (
+                "* exclude (" + ", ".join('"' + c.replace('"', '""') + '"' for c in left_out) + ")"
+            )
         n, digest = con.execute(
             f"select count(*), md5(coalesce(string_agg(h, '' order by h), '')) "
-            f"from (select md5(t::varchar) as h from {quoted} as t)"
+            f"from (select md5(t::varchar) as h from (select {columns} from {quoted}) as t)"
         ).fetchone()
         out[table] = (int(n), digest)
     return out

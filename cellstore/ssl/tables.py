@@ -6,6 +6,7 @@ and `stages/embeddings.py` are thin wrappers around these two functions.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -52,19 +53,25 @@ def train_stage(
     seed: int = 0,
     resume: bool = False,
     progress: Callable[..., None] | None = None,
+    scratch: Path | None = None,
     **overrides: Any,
 ) -> dict[str, pa.Table]:
     """Train into `folder` (resuming from its checkpoints) → {simclr, training_log} tables.
 
     files: the crops table's Parquet files as (path, rows). simclr: one row per checkpoint
     a downstream stage needs (initial = untrained weights, final = the last epoch).
+    scratch: a folder for the training set in canonical order (see `canonical_crops`);
+    None trains on `files` as they are laid out.
     """
-    crop_files = [CropFile(str(path), int(rows)) for path, rows in files]
-    if not crop_files or sum(f.rows or 0 for f in crop_files) == 0:
+    if not files or sum(int(rows) for _, rows in files) == 0:
         raise ValueError(
             "simclr: the crops table is empty, nothing to train on "
             "(see crops_rejected and nuclei_rejected for why)"
         )
+    if scratch is not None:
+        crop_files = [canonical_crops([path for path, _ in files], Path(scratch))]
+    else:
+        crop_files = [CropFile(str(path), int(rows)) for path, rows in files]
     if devices < 1:
         raise ValueError(f"simclr: devices must be >= 1, got {devices}")
     config = resolve_config(preset, seed=seed, **overrides)  # unknown names fail here, early
@@ -89,6 +96,54 @@ def train_stage(
         **overrides,
     )
     return {"simclr": checkpoints_table(folder, rows), "training_log": log_table(rows)}
+
+
+CANONICAL_ROW_GROUP = 2048
+
+
+def canonical_crops(paths: Sequence[str], scratch: Path) -> CropFile:
+    """The crops of `paths` rewritten as one Parquet file sorted by cell_id, in row groups
+    of CANONICAL_ROW_GROUP rows.
+
+    The shuffle, the training subset and the normalisation statistics follow the files'
+    row groups, and a table's physical row order is not part of its content: two builds of
+    one source commit the same crops in different orders (measured: the crash suite's
+    rebuilds trained other weights than the reference). Training on this copy makes the
+    weights a function of the table's content (and the seed) only. DuckDB sorts with
+    bounded memory (it spills to `scratch`); pyarrow writes fixed row groups.
+    """
+    import duckdb
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    out = scratch / "simclr_training_set.parquet"
+    listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    con = duckdb.connect()
+    try:
+        con.execute("set memory_limit = '1GB'")
+        con.execute(f"set temp_directory = '{scratch / 'duckdb_tmp'}'")
+        con.execute("set preserve_insertion_order = true")
+        reader = con.sql(
+            f"select cell_id, crop, shape, dtype from read_parquet([{listed}]) order by cell_id"
+        ).fetch_record_batch(CANONICAL_ROW_GROUP)
+        rows, pending = 0, []
+        with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+            # row groups of exactly CANONICAL_ROW_GROUP rows, whatever batches DuckDB yields
+            for batch in itertools.chain(reader, [None]):  # None: flush the rest
+                if batch is not None:
+                    pending.append(batch)
+                held = pa.Table.from_batches(pending, schema=reader.schema)
+                cut = (
+                    held.num_rows
+                    if batch is None
+                    else held.num_rows // CANONICAL_ROW_GROUP * CANONICAL_ROW_GROUP
+                )
+                if cut:
+                    writer.write_table(held.slice(0, cut), row_group_size=CANONICAL_ROW_GROUP)
+                    rows += cut
+                    pending = held.slice(cut).to_batches()
+    finally:
+        con.close()
+    return CropFile(str(out), rows)
 
 
 def log_table(rows: list[dict[str, Any]]) -> pa.Table:
