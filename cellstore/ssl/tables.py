@@ -68,13 +68,13 @@ def train_stage(
             "simclr: the crops table is empty, nothing to train on "
             "(see crops_rejected and nuclei_rejected for why)"
         )
+    if devices < 1:
+        raise ValueError(f"simclr: devices must be >= 1, got {devices}")
+    config = resolve_config(preset, seed=seed, **overrides)  # unknown names fail here, early
     if scratch is not None:
         crop_files = [canonical_crops([path for path, _ in files], Path(scratch))]
     else:
         crop_files = [CropFile(str(path), int(rows)) for path, rows in files]
-    if devices < 1:
-        raise ValueError(f"simclr: devices must be >= 1, got {devices}")
-    config = resolve_config(preset, seed=seed, **overrides)  # unknown names fail here, early
     if resume:
         log.info("simclr: resuming from the checkpoints in %s", folder)
     on_epoch = None
