@@ -16,8 +16,10 @@ values as one FLOAT[] column `features`, as an embedding table stores them).
   (skipped with a note if the venv is missing; `--install-pycytominer` creates it).
 Each run is its own subprocess. Runs are interleaved (side order rotates per repeat),
 memory is touched before each run (idle VM memory is slow to touch again, DESIGN §9), and
-the table reports medians of wall time and of peak RSS (the child's ru_maxrss) with their
-ratios to cellstore, and the largest difference of each side's result from cellstore's.
+the table reports medians of wall time and of peak RSS (the worker's own VmHWM, read from
+/proc right after the aggregation: wait4's ru_maxrss also counts the parent's pages the
+child inherited before exec) with their ratios to cellstore, and the largest difference of
+each side's result from cellstore's.
 Bar (issue 9): cellstore at or ahead of polars streaming in both layouts and operations,
 at <= 1 GB peak.
 """
@@ -104,7 +106,9 @@ def make_vectors(wide: Path, path: Path) -> None:
 
 
 def run_worker(side: str, operation: str, layout: str, data: Path, out: Path) -> None:
-    """One measured aggregation (read + aggregate, imports excluded); prints {"seconds": s}.
+    """One measured aggregation (read + aggregate, imports excluded).
+
+    Prints {"seconds": s, "peak_kib": VmHWM after the aggregation}.
 
     The result is written wide (one column per feature) so the sides can be compared.
     """
@@ -124,6 +128,7 @@ def run_worker(side: str, operation: str, layout: str, data: Path, out: Path) ->
         else:
             result = aggregate(None, [data], STRATA, operation=operation, vector=VECTOR)
         seconds = time.perf_counter() - start
+        peak = peak_kib()
         if layout == "vector":
             vectors = result.column(VECTOR).combine_chunks()
             width = len(vectors[0]) if len(vectors) else 0
@@ -151,6 +156,7 @@ def run_worker(side: str, operation: str, layout: str, data: Path, out: Path) ->
         aggregated = pl.col(features).mean() if operation == "mean" else pl.col(features).median()
         result = frame.group_by(STRATA).agg(aggregated).collect(engine="streaming")
         seconds = time.perf_counter() - start
+        peak = peak_kib()
         result.write_parquet(out)
     else:
         import pandas as pd
@@ -161,8 +167,17 @@ def run_worker(side: str, operation: str, layout: str, data: Path, out: Path) ->
         features = [n for n in cells.columns if n not in STRATA]
         result = aggregate(cells, strata=STRATA, features=features, operation=operation)
         seconds = time.perf_counter() - start
+        peak = peak_kib()
         result.to_parquet(out)
-    print(json.dumps({"seconds": seconds}))
+    print(json.dumps({"seconds": seconds, "peak_kib": peak}))
+
+
+def peak_kib() -> int:
+    """This process's resident-set high-water mark (VmHWM), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def pycytominer_python(venv: Path, install: bool) -> Path | None:
@@ -195,9 +210,9 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, floa
     stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(command)} failed:\n{stderr.decode()}")
-    seconds = json.loads(stdout.decode().strip().splitlines()[-1])["seconds"]
+    report = json.loads(stdout.decode().strip().splitlines()[-1])
     cpu = usage.ru_utime + usage.ru_stime
-    return seconds, wall, usage.ru_maxrss / 2**20, cpu  # ru_maxrss is in KiB on Linux
+    return report["seconds"], wall, report["peak_kib"] / 2**20, cpu
 
 
 def compare(first: Path, second: Path) -> float:
@@ -294,7 +309,7 @@ def main() -> None:
     print(
         f"\n{args.cells:,} cells x {args.features} float32 features → {args.plates * 60} wells, "
         f"medians of {args.repeats} interleaved runs (seconds inside the worker: read + "
-        "aggregate; peak = the worker process's max RSS)"
+        "aggregate; peak = the worker's VmHWM after aggregating)"
     )
     print(
         "| layout | operation | side | seconds | peak MB | time / cellstore | "
