@@ -43,6 +43,8 @@ from cellstore.synth.params import SUMMARY_FILE, SynthParams  # noqa: E402
 
 METRICS = ("nsc", "nscb", "drop", "map")
 LAYOUTS = {"small": ("Week5_29301", "Week10_40111")}
+# --sources → what `cellstore build --select` builds (None: everything)
+SELECTIONS = {"handcrafted": "+cell_features,moa", "all": None}
 
 
 def layout_params(layout: str, seed: int, batch_strength: float, heterogeneity: float):
@@ -89,7 +91,7 @@ def ensure_source(folder: Path, params: SynthParams, workers: int) -> tuple[Path
     return target, time.perf_counter() - started
 
 
-def build(source: Path, warehouse: Path) -> float:
+def build(source: Path, warehouse: Path, select: str | None) -> float:
     """`cellstore build` of this repository's project on `source` into `warehouse`."""
     started = time.perf_counter()
     warehouse.parent.mkdir(parents=True, exist_ok=True)
@@ -98,23 +100,33 @@ def build(source: Path, warehouse: Path) -> float:
     )
     command = [sys.executable, "-m", "cellstore", "build", "--project", str(REPO)]
     command += ["--warehouse", str(warehouse), "--source", str(source)]
+    if select:
+        command += ["--select", select]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.exit(f"build of {source} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
 
 
-def accuracy_rows(warehouse: Path) -> list[dict]:
+def accuracy_rows(warehouse: Path, sources: str) -> list[dict]:
+    """moa_accuracy of the warehouse (`all`), or of its cell_features through the project's
+    evaluation code (`handcrafted`: the warehouse was built up to cell_features only)."""
+    from benchmarks.evaluation import Evaluator, normalize_settings
     from cellstore.engine.warehouse import Warehouse
 
     con = Warehouse(warehouse).connect(read_only=True)
     try:
-        cursor = con.execute(
-            "select feature_source, postprocessing, nsc, nscb, drop, map from moa_accuracy "
-            "order by feature_source, postprocessing"
-        )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        if sources == "handcrafted":
+            evaluator = Evaluator(con, normalize_settings(con))
+            wells = evaluator.well_profiles(con.table("cell_features"), "cell_features")
+            rows = evaluator.accuracy(wells)
+        else:
+            cursor = con.execute(
+                "select * from moa_accuracy order by feature_source, postprocessing"
+            )
+            names = [d[0] for d in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return [{k: row[k] for k in ("feature_source", "postprocessing", *METRICS)} for row in rows]
     finally:
         con.close()
 
@@ -169,6 +181,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="rendering processes")
     parser.add_argument("--batch-strength", type=float, default=1.0)
     parser.add_argument("--heterogeneity", type=float, default=1.0)
+    parser.add_argument(
+        "--sources",
+        default="handcrafted",
+        choices=list(SELECTIONS),
+        help="handcrafted: build up to cell_features and score them (no SimCLR, ~4 min a "
+        "seed); all: the whole project with its SimCLR stages (~10 min a seed)",
+    )
     parser.add_argument("--csv", type=Path, default=None, help="default: WORKDIR/accuracy.csv")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -180,10 +199,11 @@ def main() -> None:
     for seed in seeds:
         params = layout_params(args.layout, seed, args.batch_strength, args.heterogeneity)
         source, generated = ensure_source(args.workdir / "sources", params, args.workers)
-        built = build(source, args.workdir / "warehouses" / params.fingerprint())
-        rows = accuracy_rows(args.workdir / "warehouses" / params.fingerprint())
+        warehouse = args.workdir / "warehouses" / f"{params.fingerprint()}-{args.sources}"
+        built = build(source, warehouse, SELECTIONS[args.sources])
+        rows = accuracy_rows(warehouse, args.sources)
         nuclei = json.loads((source / SUMMARY_FILE).read_text())["n_nuclei"]
-        recall, precision = detection(args.workdir / "warehouses" / params.fingerprint(), source)
+        recall, precision = detection(warehouse, source)
         print(
             f"seed {seed}: generate {generated:.0f} s, build {built:.0f} s, {nuclei} nuclei, "
             f"detection recall {recall:.4f} precision {precision:.4f} ({source.name})",

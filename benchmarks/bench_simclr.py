@@ -51,14 +51,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
-import json
 import math
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +66,14 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cellstore.engine.warehouse import LAKE, Warehouse, offline_connection  # noqa: E402
-from cellstore.profiling.feature_sources import declared_sources  # noqa: E402
-from cellstore.profiling.well_profiles import build_well_profiles  # noqa: E402
+from benchmarks.evaluation import (  # noqa: E402
+    ACCURACY_COLUMNS,
+    METRICS,
+    Evaluator,
+    normalize_settings,
+    warehouse_accuracy,
+)
+from cellstore.engine.warehouse import LAKE, Warehouse  # noqa: E402
 from cellstore.ssl.data import CropFile  # noqa: E402
 from cellstore.ssl.device import resolve_device  # noqa: E402
 from cellstore.ssl.embed import embed  # noqa: E402
@@ -85,9 +87,6 @@ from cellstore.ssl.tables import (  # noqa: E402
 )
 from cellstore.ssl.train import PRESETS, latest_checkpoint, load_model, train  # noqa: E402
 
-SQL_STAGES = ("treatment_profiles", "moa_neighbors", "moa_accuracy")
-METRICS = ("nsc", "nscb", "drop", "map")
-ACCURACY_COLUMNS = ("feature_source", "postprocessing", *METRICS, "n_nsc", "n_nscb", "map_nscb")
 HANDCRAFTED = "handcrafted"
 CROP_COLUMNS = "cell_id, image_id, plate, well, crop, shape, dtype"
 EMBED_BATCH, READ_ROWS = 512, 8192  # the embeddings stage's defaults
@@ -100,15 +99,6 @@ def say(message: str) -> None:
     print(
         f"[{stamp} +{time.perf_counter() - STARTED:6.0f}s] {message}", file=sys.stderr, flush=True
     )
-
-
-def stage_function(name: str) -> Callable[..., Any]:
-    """The function of stages/<name>.py (the @stage decorator returns it unchanged)."""
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
 
 
 # --- the warehouse (read-only) ------------------------------------------------------------
@@ -140,29 +130,6 @@ def crop_files(con: duckdb.DuckDBPyConnection, out: Path) -> list[CropFile]:
     say(f"crops: the table's files do not hold exactly its {n_rows} rows; exporting to {export}")
     con.execute(f"copy (select crop, shape, dtype from crops) to '{export}' (format parquet)")
     return [CropFile(str(export), n_rows)]
-
-
-def normalize_settings(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    """The settings of the warehouse's last built well_profiles_normalized run ({}: defaults)."""
-    row = con.execute(
-        "select settings from cellstore_meta.runs where stage = 'well_profiles_normalized' "
-        "and status = 'built' and settings is not null order by started_at desc limit 1"
-    ).fetchone()
-    if row is None:
-        return {}
-    settings = json.loads(row[0])
-    if isinstance(settings.get("variants"), list):
-        settings["variants"] = tuple(settings["variants"])
-    return settings
-
-
-def warehouse_accuracy(con: duckdb.DuckDBPyConnection, sources: tuple[str, ...]) -> list[dict]:
-    names = ", ".join(f"'{s}'" for s in sources)
-    cursor = con.execute(
-        f"select {', '.join(ACCURACY_COLUMNS)} from moa_accuracy "
-        f"where feature_source in ({names}) order by feature_source, postprocessing"
-    )
-    return [dict(zip(ACCURACY_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
 
 def warehouse_artifact(con: duckdb.DuckDBPyConnection) -> Path | None:
@@ -213,56 +180,6 @@ def embed_crops(
         for name in models
     ]
     return pa.concat_tables(tables)
-
-
-class Evaluator:
-    """The pipeline downstream of well_profiles, on an in-memory DuckDB."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, settings: dict[str, Any]) -> None:
-        self.ev = offline_connection()
-        self.settings = settings
-        self.normalize = stage_function("well_profiles_normalized")
-        self.sql = {name: (REPO / "sql" / f"{name}.sql").read_text() for name in SQL_STAGES}
-        (self.source,) = [s for s in declared_sources(REPO / "schemas") if s.table == "embeddings"]
-        # what build_well_profiles reads of images and moa, copied once
-        images = "select plate, well, batch, compound, concentration from images"
-        self.put("images", con.sql(images).to_arrow_table())
-        self.put("moa", con.sql("select compound, concentration, moa from moa").to_arrow_table())
-
-    def put(self, name: str, table: pa.Table) -> None:
-        self.ev.register("_incoming", table)
-        self.ev.execute(f"create or replace table {name} as select * from _incoming")
-        self.ev.unregister("_incoming")
-
-    def well_profiles(self, cells: pa.Table) -> pa.Table:
-        """well_profiles rows of each `model` of an embeddings-shaped table (stage code)."""
-        self.ev.register("_embeddings", cells)
-        try:
-            built = build_well_profiles(
-                self.ev.table("images"),
-                self.ev.table("moa"),
-                {"embeddings": self.ev.table("_embeddings")},
-                [self.source],
-            )
-        finally:
-            self.ev.unregister("_embeddings")
-        return built["well_profiles"]
-
-    def accuracy(self, wells: pa.Table) -> list[dict]:
-        """moa_accuracy rows of well_profiles-shaped `wells`."""
-        self.ev.register("_wells", wells)
-        try:
-            normalized = self.normalize(self.ev.table("_wells"), **self.settings)
-        finally:
-            self.ev.unregister("_wells")
-        self.put("well_profiles_normalized", normalized)
-        for name in SQL_STAGES:
-            self.ev.execute(f"create or replace table {name} as {self.sql[name]}")
-        cursor = self.ev.execute(
-            f"select {', '.join(ACCURACY_COLUMNS)} from moa_accuracy "
-            "order by feature_source, postprocessing"
-        )
-        return [dict(zip(ACCURACY_COLUMNS, row, strict=True)) for row in cursor.fetchall()]
 
 
 def renamed(wells: pa.Table, names: dict[str, str]) -> pa.Table:
@@ -397,7 +314,7 @@ def main() -> None:
             cells = embed_crops(
                 con, {TRAINED: artifact / FINAL, UNTRAINED: artifact / INITIAL}, device
             )
-            mine = evaluator.accuracy(evaluator.well_profiles(cells))
+            mine = evaluator.accuracy(evaluator.well_profiles(cells, "embeddings"))
             compare(mine, warehouse_accuracy(con, (TRAINED, UNTRAINED)), "verify (simclr)")
             del cells
 
@@ -420,7 +337,7 @@ def main() -> None:
     cells = embed_crops(con, {UNTRAINED: folder / INITIAL}, device)
     embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rows = evaluator.accuracy(evaluator.well_profiles(cells))
+    rows = evaluator.accuracy(evaluator.well_profiles(cells, "embeddings"))
     eval_s = time.perf_counter() - t0
     del cells
     record(rows, {"epochs": 0, "train_minutes": 0.0, "loss": None})
@@ -448,7 +365,7 @@ def main() -> None:
         name = f"{TRAINED}@epoch{done}"
         t0 = time.perf_counter()
         cells = embed_crops(con, {name: kept}, device)
-        wells = evaluator.well_profiles(cells)
+        wells = evaluator.well_profiles(cells, "embeddings")
         del cells
         rows = evaluator.accuracy(wells)
         point = {"epochs": done, "train_minutes": minutes, "loss": row["loss"]}
