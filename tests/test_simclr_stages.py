@@ -177,7 +177,7 @@ def test_new_plate_embeds_only_its_cells_and_retraining_re_embeds_all(tmp_path):
 
 
 def test_killed_training_resumes_and_ends_with_identical_weights(tmp_path):
-    epochs = 6
+    epochs = 4
     reference = simclr_project(tmp_path / "reference", epochs=epochs)
     assert reference.build(["crops", "simclr"]).ok
 

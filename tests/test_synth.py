@@ -154,11 +154,20 @@ def test_demo_source_is_generated_once_and_replaced_when_its_parameters_change(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_source", "demo_source.lock"]
 
 
-def test_week_effects_differ_between_weeks_and_repeat_per_seed():
+def test_week_effects_differ_between_weeks_biology_is_the_screens_imaging_the_seeds():
     a, b = week_effects(0, "Week1"), week_effects(0, "Week2")
     assert not np.allclose(a.gain, b.gain) and not np.allclose(a.offset, b.offset)
-    assert np.array_equal(week_effects(0, "Week1").offset, a.offset)
-    assert not np.array_equal(week_effects(1, "Week1").offset, a.offset)
+    assert not np.allclose(a.response_mixing, b.response_mixing)
+    assert not np.allclose(a.moa_direction("DNA damage"), b.moa_direction("DNA damage"))
+    assert not np.allclose(a.moa_direction("DNA damage"), a.moa_direction("DNA replication"))
+    again, replicate = week_effects(0, "Week1"), week_effects(1, "Week1")
+    assert np.array_equal(again.offset, a.offset) and np.array_equal(again.gain, a.gain)
+    # A seed is a replicate of the same screen: the Week's cells sit and respond the same
+    # way, while the imaging system's state is drawn again.
+    assert np.array_equal(replicate.offset, a.offset)
+    assert np.array_equal(replicate.response_mixing, a.response_mixing)
+    assert not np.allclose(replicate.gain, a.gain)
+    assert not np.allclose(replicate.background, a.background)
 
 
 # --- the phenotype model, checked on rendered fields (planted signal) ----------------------

@@ -50,21 +50,48 @@ def test_heterogeneity_spreads_compounds_of_one_moa():
 
 
 def test_batch_strength_scales_the_week_effects_on_phenotypes():
-    delta = moa_vector("Eg5 inhibitors")
+    moa = "Eg5 inhibitors"
+    delta = moa_vector(moa)
     calm = week_effects(0, "Week3", batch_strength=0.0)
-    assert np.array_equal(calm.response(delta), delta)
+    assert np.array_equal(calm.response(delta, moa), delta)
     assert not calm.offset.any()
     usual, strong = week_effects(0, "Week3", 1.0), week_effects(0, "Week3", 2.0)
-    moved = np.linalg.norm(usual.response(delta) - delta)
+    moved = np.linalg.norm(usual.response(delta, moa) - delta)
     assert moved > 0
-    assert np.linalg.norm(strong.response(delta) - delta) > 1.5 * moved
-    # The interaction turns the response, it never makes fields denser.
-    assert usual.response(delta)[AXIS_INDEX["density"]] <= delta[AXIS_INDEX["density"]] + 1e-12
+    assert np.linalg.norm(strong.response(delta, moa) - delta) > 1.5 * moved
+    # The interaction changes the response, it never makes fields denser.
+    density = AXIS_INDEX["density"]
+    assert abs(usual.response(delta, moa)[density] - delta[density]) < 1e-12
     # Imaging effects do not depend on the knob (per-plate normalisation removes them).
     assert np.array_equal(usual.gain, calm.gain) and np.array_equal(
         usual.background, calm.background
     )
     assert len(usual.offset) == len(AXES)
+
+
+def test_subtle_phenotypes_lose_more_of_their_identity_across_weeks():
+    def cross_week_cosine(moa: str) -> float:
+        delta = moa_vector(moa)
+        a = week_effects(0, "Week3").response(delta, moa)
+        b = week_effects(0, "Week9").response(delta, moa)
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    # dramatic phenotypes (‖Δ‖ ≈ 3.5-4.3) keep their direction; subtle ones (≈ 0.9-1.7) do not
+    dramatic = [cross_week_cosine(m) for m in ("Eg5 inhibitors", "Actin disruptors")]
+    subtle = [cross_week_cosine(m) for m in ("Protein synthesis", "DNA damage")]
+    assert min(dramatic) > 0.8 > max(subtle), (dramatic, subtle)
+
+
+def test_compounds_of_one_moa_share_their_week_response():
+    # Two compounds of one MoA imaged in the same Week move the same way; across Weeks
+    # they do not (what makes NSC easier than NSCB).
+    moa = "DNA damage"
+    first = moa_vector(moa) * 1.1
+    second = moa_vector(moa) * 0.9
+    week3, week9 = week_effects(0, "Week3"), week_effects(0, "Week9")
+    same = week3.response(first, moa) - first - (week3.response(second, moa) - second)
+    across = week3.response(first, moa) - first - (week9.response(second, moa) - second)
+    assert np.linalg.norm(across) > 3 * np.linalg.norm(same)
 
 
 def test_knobs_are_validated(tmp_path):

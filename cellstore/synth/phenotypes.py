@@ -14,9 +14,13 @@ that handcrafted features on the demo layout score like the real CellProfiler pr
 Ljosa et al. 2013 through the same evaluation; `batch_strength` and `heterogeneity`
 (`cellstore synth --batch-strength / --heterogeneity`) scale the two calibrated phenomena.
 
-- Compounds are fixed properties of the screen (`COMPOUND_SEED`): every seed images the
-  same compounds, a seed only redraws the experiment (Weeks, plates, wells, cells). So what
-  is hard about a treatment (a weak MoA, a DMSO-like low dose) is structural, not drawn.
+- Compounds and the Weeks' biology are fixed properties of the screen (`COMPOUND_SEED`):
+  every seed images the same compounds in the same Weeks, whose cells sit and respond the
+  same way; a seed is a replicate experiment that redraws the imaging state, the plates,
+  wells and cells. So what is hard about a treatment (a weak MoA, a DMSO-like low dose, a
+  compound alone in its Week) is structural, not drawn. (Drawn per seed, a Week's response
+  change pushes a compound towards another MoA in one seed and not in the next, every dose
+  together: the accuracy then swung by 0.04-0.07 between seeds, against 0.005-0.02 now.)
 - Δ(compound) = Δ(MoA) ⊙ (1 + J·ε) + O·‖Δ(MoA)‖·v: the MoA direction `MOA_EFFECTS`, with a
   compound-specific scaling and an off-target part v (a unit direction of its own); J and
   O scale with `heterogeneity`. Compounds of one MoA look alike, not identical (the NSC
@@ -41,20 +45,24 @@ weak phenotypes close to DMSO and to each other.
 
 Batch effects (per Week, `week_effects`), as in the real screen where the compounds of one
 MoA were mostly imaged in the same one or two Weeks (the layout is the real metadata's):
-- the Week's cells respond differently to a treatment: Δ_Week = Δ + T·G_w Δ / max(‖Δ‖, 1),
-  G_w a random matrix (entries N(0, 1/d), no change of density). Each MoA's response is
-  turned its own way by about the same absolute amount T (`WEEK_RESPONSE_TURN`), so subtle
-  phenotypes (DNA damage and replication, protein synthesis) lose their cross-Week identity
-  while dramatic ones (mitotic arrest, tubulin bundles, colonies) keep it. Compounds of one
-  MoA imaged in the same Week therefore look more alike than across Weeks: NSC gains from
-  the batch, NSCB does not. DMSO wells do not respond, so no DMSO-based correction
-  (per-plate standardisation, whitening, TVN) can remove it.
+- the Week's cells respond differently to a treatment of MoA m:
+  Δ_Week = Δ + (T·G_w Δ + S·‖Δ‖·u_{w,m}) / max(‖Δ‖, 1)²,
+  G_w a random matrix (entries N(0, 1/d)) and u_{w,m} a unit direction of the Week and MoA
+  (neither changes density). Both parts move a phenotype by about T (and S) times its size
+  below ‖Δ‖ = 1 and by T/‖Δ‖ above, so subtle phenotypes (DNA damage and replication,
+  protein synthesis, cholesterol-lowering, kinase inhibitors) lose their cross-Week identity
+  while dramatic ones (mitotic arrest, tubulin bundles, colonies, actin puncta) keep it.
+  The turn G_w (`WEEK_RESPONSE_TURN`) is the Week's own; the shift u_{w,m}
+  (`WEEK_MOA_SHIFT`) is shared by every compound of the MoA in that Week, so compounds of
+  one MoA imaged in the same Week look more alike than across Weeks: NSC gains from the
+  batch, NSCB does not. DMSO wells do not respond, so no DMSO-based correction (per-plate
+  standardisation, whitening, TVN) can remove either.
 - a biological offset of the whole population in phenotype space (σ = 0.2 per axis, 0.15
   on density), which DMSO wells do show;
 - imaging effects per channel: gain (log-normal, σ = 0.2), background offset (100–400
   counts), and an illumination field (radial vignetting of 10–35 % with an off-centre peak,
   plus a linear tilt).
-`batch_strength` multiplies T and the offset (not the imaging, which per-plate DMSO
+`batch_strength` multiplies T, S and the offset (not the imaging, which per-plate DMSO
 normalisation removes anyway). Plates add their own small offsets (σ = 0.06 in phenotype
 space, 5 % gain). Wells add noise (σ = 0.05), and a share `OUTLIER_RATE` of wells, DMSO
 included, is disturbed (debris, uneven seeding: moved by `OUTLIER_SIZE` in a random
@@ -207,12 +215,13 @@ COMPOUND_OFF_TARGET = 0.05
 # log10 EC50 / lowest annotated dose ~ N(EC50_SHIFT, EC50_SPREAD).
 EC50_SHIFT = -0.1
 EC50_SPREAD = 0.15
-# Week × treatment interaction at batch_strength = 1: in Week w the treated cells' response
-# is Δ + T·G_w Δ / max(‖Δ‖, 1), G_w a random matrix with N(0, 1/d) entries (each MoA's
-# response turned its own way, by about the same absolute amount T, so subtle phenotypes
-# are turned most and dramatic ones keep their identity). DMSO wells do not respond, so
-# they can neither reveal nor correct it.
-WEEK_RESPONSE_TURN = 1.5
+# Week × treatment interaction at batch_strength = 1 (see the module docstring):
+# Δ_Week = Δ + (T·G_w Δ + S·‖Δ‖·u_{w,MoA}) / max(‖Δ‖, 1)². DMSO wells do not respond,
+# so they can neither reveal nor correct it.
+WEEK_RESPONSE_TURN = 3.0  # T
+WEEK_MOA_SHIFT = 0.75  # S
+# Share of the Weeks' biology (offset and response) redrawn per seed; 0: the screen's own.
+WEEK_RESPONSE_REPLICATE = 0.0
 # Disturbed wells (debris, a scratch, uneven seeding): a share OUTLIER_RATE of all wells,
 # DMSO included, is moved by OUTLIER_SIZE in a random direction. A plate holds only ~6
 # DMSO wells, so one disturbed control skews its per-plate scale; the medians of a
@@ -320,12 +329,25 @@ class WeekEffects:
     vignetting: float  # relative drop of illumination at the image corners
     centre: tuple[float, float]  # illumination peak, as fractions of (width, height)
     tilt: tuple[float, float]  # linear illumination gradient across (x, y)
+    week: str = ""
+    moa_shift: float = 0.0  # S, the size of the Week × MoA part (see `response`)
 
-    def response(self, delta: np.ndarray) -> np.ndarray:
-        """Δ of a compound as this Week's cells express it."""
-        # Turned by about the same absolute amount whatever its size (capped below ‖Δ‖ = 1,
-        # so a nearly inactive compound stays nearly inactive).
-        return delta + self.response_mixing @ delta / max(float(np.linalg.norm(delta)), 1.0)
+    def response(self, delta: np.ndarray, moa: str | None = None) -> np.ndarray:
+        """Δ of a compound of `moa` as this Week's cells express it."""
+        norm = float(np.linalg.norm(delta))
+        change = self.response_mixing @ delta
+        if moa is not None and moa != DMSO and self.moa_shift > 0:
+            change = change + norm * self.moa_shift * self.moa_direction(moa)
+        # Changed by about T (and S) times its size below ‖Δ‖ = 1 and by T/‖Δ‖ above: subtle
+        # phenotypes lose their identity across Weeks, dramatic ones keep it, and a nearly
+        # inactive compound stays nearly inactive.
+        return delta + change / max(norm, 1.0) ** 2
+
+    def moa_direction(self, moa: str) -> np.ndarray:
+        """The unit direction this Week's cells add to every compound of `moa`."""
+        direction = rng_for(COMPOUND_SEED, "week-moa", self.week, moa).standard_normal(len(AXES))
+        direction[AXIS_INDEX["density"]] = 0.0
+        return _unit(direction)
 
 
 def week_effects(seed: int, week: str, batch_strength: float = 1.0) -> WeekEffects:
@@ -336,18 +358,24 @@ def week_effects(seed: int, week: str, batch_strength: float = 1.0) -> WeekEffec
     DMSO normalisation already removes them.
     """
     rng = rng_for(seed, "week", week)
-    offset = rng.standard_normal(len(AXES)) * WEEK_NOISE
+    seed_offset = rng.standard_normal(len(AXES))
+    rho = WEEK_RESPONSE_REPLICATE
+    screen_offset = rng_for(COMPOUND_SEED, "week-offset", week).standard_normal(len(AXES))
+    offset = ((1 - rho**2) ** 0.5 * screen_offset + rho * seed_offset) * WEEK_NOISE
     gain = np.exp(rng.normal(0.0, 1.0, size=3) * WEEK_GAIN_NOISE)
     background = rng.uniform(100.0, 400.0, size=3)
     vignetting = float(rng.uniform(0.10, 0.35))
     centre = (float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65)))
     tilt = (float(rng.normal(0.0, 0.06)), float(rng.normal(0.0, 0.06)))
-    # Drawn after the imaging state, from a separate stream, so it stays as before.
-    response_rng = rng_for(seed, "week-response", week)
     d = len(AXES)
-    mixing = response_rng.standard_normal((d, d)) * (batch_strength * WEEK_RESPONSE_TURN / d**0.5)
+    screen = rng_for(COMPOUND_SEED, "week-response", week).standard_normal((d, d))
+    replicate = rng_for(seed, "week-response", week).standard_normal((d, d))
+    draw = (1 - rho**2) ** 0.5 * screen + rho * replicate
+    mixing = draw * (batch_strength * WEEK_RESPONSE_TURN / d**0.5)
     mixing[AXIS_INDEX["density"]] = 0.0  # the Week changes how cells respond, not how many
     return WeekEffects(
+        week=week,
+        moa_shift=batch_strength * WEEK_MOA_SHIFT,
         offset=offset * batch_strength,
         response_mixing=mixing,
         gain=gain,

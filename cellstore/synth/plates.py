@@ -199,7 +199,7 @@ def well_phenotype(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(base z, Δ as expressed in the field's Week, effect) of a field's well."""
     base = week.offset + plate_fx.offset + well_offset(params.seed, field.plate, field.well)
-    return base, week.response(model.delta), model.effect(field.concentration)
+    return base, week.response(model.delta, model.moa), model.effect(field.concentration)
 
 
 def _validate(params: SynthParams) -> None:

@@ -29,7 +29,13 @@ def synth(
         typer.Option(metavar="F", help="Image scale: 1 writes 1280x1024, 0.5 writes 640x512."),
     ] = 1.0,
     seed: Annotated[
-        int, typer.Option(metavar="N", help="Random seed; same seed, same pixels.")
+        int,
+        typer.Option(
+            metavar="N",
+            help="Random seed; same seed, same pixels. A seed is a replicate of the same "
+            "screen: the compounds and the Weeks' biology stay, the imaging, plates, wells "
+            "and cells are drawn again.",
+        ),
     ] = 0,
     wells: Annotated[
         str,
