@@ -2,23 +2,26 @@
 pipeline (images → nuclei → features → profiles → SQL evaluation).
 
     .venv/bin/python benchmarks/bench_accuracy.py --seeds 0,1,2 [--layout demo]
-        [--workdir DIR] [--workers N] [--batch-strength F] [--heterogeneity F] [--csv FILE]
+        [--sources handcrafted|all] [--workdir DIR] [--workers N] [--batch-strength F]
+        [--heterogeneity F] [--csv FILE]
 
 For each seed: generates one source (the demo's parameters, `cellstore.synth.DEMO`, with
 that seed and the given knobs) into WORKDIR/sources/<fingerprint>, reused by later runs
 while the generator and parameters are unchanged; builds it with `cellstore build` of this
-repository's project into its own warehouse WORKDIR/warehouses/<fingerprint> (a rerun
-builds nothing new); reads `moa_accuracy`. Prints one row per feature source ×
-post-processing with mean ± std (population, ddof 0) over the seeds, and writes every
-per-seed row and the summary to a CSV (default WORKDIR/accuracy.csv).
+repository's project into its own warehouse WORKDIR/warehouses/<fingerprint>-<sources> (a
+rerun builds nothing new). `--sources handcrafted` (default) builds up to `cell_features`
+and scores them with the project's own well-profile, normalisation and SQL evaluation code
+(`benchmarks/evaluation.py`: the same rows `moa_accuracy` holds, without training SimCLR);
+`--sources all` builds the whole project and reads its `moa_accuracy` (SimCLR included).
+Prints one row per feature source × post-processing with mean ± std (population, ddof 0)
+over the seeds, nucleus detection against the generator's ground truth per seed, and
+writes every per-seed row and the summary to a CSV (default WORKDIR/accuracy.csv).
 
-Cost on the 2-core development machine: per seed ~1 min to generate and ~2.5 min to
-build when the machine is quiet (~4 min in all); 3 seeds ≈ 12 min quiet, 15–25 min when
-the machine is shared (measured under load average 40–70, three seeds in parallel:
-15 min to generate each source, builds over 35 min). A rerun with every source and
-warehouse in place takes seconds.
---layout small (two plates, a smoke test of the script) takes about a minute per seed; its
-accuracies mean nothing.
+Cost on the 2-core development machine, `--sources handcrafted`: per seed 55-85 s to
+generate and 155-220 s to build (about 4-4.5 min), so 3 seeds take 12-13.5 min (measured:
+705-807 s). `--sources all` adds the SimCLR stages, about 6 min a seed. A rerun with every
+source and warehouse in place takes seconds. --layout small (two plates, a smoke test of
+the script) takes about a minute per seed; its accuracies mean nothing.
 """
 
 from __future__ import annotations

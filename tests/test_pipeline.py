@@ -76,3 +76,22 @@ def test_second_build_does_nothing_and_checks_pass(built):
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr
     results = [json.loads(line) for line in check.stdout.splitlines() if line.strip()]
     assert results and not [r for r in results if r["severity"] == "error" and not r["passed"]]
+
+
+def test_benchmark_evaluation_reproduces_the_warehouse_accuracy(built):
+    # benchmarks/evaluation.py scores features outside a build (bench_accuracy's
+    # handcrafted path, bench_simclr's checkpoints): it must give moa_accuracy's own rows.
+    sys.path.insert(0, str(REPO))
+    from benchmarks.evaluation import Evaluator, normalize_settings, warehouse_accuracy
+
+    _, warehouse, _ = built
+    con = Warehouse(warehouse).connect(read_only=True)
+    try:
+        evaluator = Evaluator(con, normalize_settings(con))
+        wells = evaluator.well_profiles(con.table("cell_features"), "cell_features")
+        mine = evaluator.accuracy(wells)
+        theirs = warehouse_accuracy(con, ("handcrafted",))
+    finally:
+        con.close()
+    assert len(theirs) == 5 and any(row["nsc"] is not None for row in theirs)
+    assert mine == theirs

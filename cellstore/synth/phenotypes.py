@@ -219,7 +219,7 @@ EC50_SPREAD = 0.15
 # Δ_Week = Δ + (T·G_w Δ + S·‖Δ‖·u_{w,MoA}) / max(‖Δ‖, 1)². DMSO wells do not respond,
 # so they can neither reveal nor correct it.
 WEEK_RESPONSE_TURN = 3.0  # T
-WEEK_MOA_SHIFT = 0.75  # S
+WEEK_MOA_SHIFT = 1.5  # S
 # Share of the Weeks' biology (offset and response) redrawn per seed; 0: the screen's own.
 WEEK_RESPONSE_REPLICATE = 0.0
 # Disturbed wells (debris, a scratch, uneven seeding): a share OUTLIER_RATE of all wells,
