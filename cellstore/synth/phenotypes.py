@@ -18,9 +18,10 @@ Ljosa et al. 2013 through the same evaluation; `batch_strength` and `heterogenei
   every seed images the same compounds in the same Weeks, whose cells sit and respond the
   same way; a seed is a replicate experiment that redraws the imaging state, the plates,
   wells and cells. So what is hard about a treatment (a weak MoA, a DMSO-like low dose, a
-  compound alone in its Week) is structural, not drawn. (Drawn per seed, a Week's response
-  change pushes a compound towards another MoA in one seed and not in the next, every dose
-  together: the accuracy then swung by 0.04-0.07 between seeds, against 0.005-0.02 now.)
+  compound alone in its Week) is structural, not drawn. (Drawn per seed in generator
+  version 2, a Week's response change pushed a compound towards another MoA in one seed and
+  not in the next, every dose together: whitened NSC / NSCB swung by 0.05 / 0.06 between
+  seeds, against 0.016 / 0.023 now.)
 - Δ(compound) = Δ(MoA) ⊙ (1 + J·ε) + O·‖Δ(MoA)‖·v: the MoA direction `MOA_EFFECTS`, with a
   compound-specific scaling and an off-target part v (a unit direction of its own); J and
   O scale with `heterogeneity`. Compounds of one MoA look alike, not identical (the NSC
