@@ -221,7 +221,8 @@ EC50_SPREAD = 0.15
 # so they can neither reveal nor correct it.
 WEEK_RESPONSE_TURN = 3.0  # T
 WEEK_MOA_SHIFT = 1.5  # S
-# Share of the Weeks' biology (offset and response) redrawn per seed; 0: the screen's own.
+# Share of the Weeks' offset and turn G_w redrawn per seed (0: the screen's own; the MoA
+# shifts are always the screen's).
 WEEK_RESPONSE_REPLICATE = 0.0
 # Disturbed wells (debris, a scratch, uneven seeding): a share OUTLIER_RATE of all wells,
 # DMSO included, is moved by OUTLIER_SIZE in a random direction. A plate holds only ~6
