@@ -17,8 +17,8 @@ Prints one row per feature source × post-processing with mean ± std (populatio
 over the seeds, nucleus detection against the generator's ground truth per seed, and
 writes every per-seed row and the summary to a CSV (default WORKDIR/accuracy.csv).
 
-Cost on the 2-core development machine, `--sources handcrafted`: per seed 55-85 s to
-generate and 155-220 s to build (about 4-4.5 min), so 3 seeds take 12-13.5 min (measured:
+Cost on the 2-core development machine, `--sources handcrafted`: per seed 52-112 s to
+generate and 150-221 s to build (about 4-4.5 min), so 3 seeds take 12-13.5 min (measured:
 705-807 s). `--sources all` adds the SimCLR stages, about 6 min a seed. A rerun with every
 source and warehouse in place takes seconds. --layout small (two plates, a smoke test of
 the script) takes about a minute per seed; its accuracies mean nothing.
