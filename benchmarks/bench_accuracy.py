@@ -42,9 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.evaluation import METRICS  # noqa: E402
 from cellstore.synth.params import SUMMARY_FILE, SynthParams  # noqa: E402
 
-METRICS = ("nsc", "nscb", "drop", "map")
 LAYOUTS = {"small": ("Week5_29301", "Week10_40111")}
 # --sources → what `cellstore build --select` builds (None: everything)
 SELECTIONS = {"handcrafted": "+cell_features,moa", "all": None}

@@ -118,9 +118,12 @@ class DaskCluster:
         for proc in processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        # A worker still busy with a task can take 15 s or more to leave gracefully: give
+        # them all 5 s together, then kill what is left (the test is over either way).
+        deadline = time.monotonic() + 5
         for proc in processes:
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=15)

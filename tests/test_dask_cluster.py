@@ -128,10 +128,9 @@ def test_worker_killed_during_cell_features(source, inline_warehouse, cluster, t
     and the build finishes with the same tables as an inline build; a later build too."""
     warehouse = tmp_path / "warehouse"
     shutil.copytree(inline_warehouse, warehouse)
-    selection = ["--select", "cell_features", "--full-refresh"]
-    args = [sys.executable, "-m", "cellstore", "build", *selection]
-    args += ["--source", str(source), "--warehouse", str(warehouse)]
-    args += ["--scheduler", cluster.address]
+    rebuild = ["build", "--select", "cell_features", "--full-refresh", "--source", str(source)]
+    rebuild += ["--warehouse", str(warehouse), "--scheduler", cluster.address]
+    args = [sys.executable, "-m", "cellstore", *rebuild]
     before = len(
         Warehouse(warehouse).connect(read_only=True).execute("select * from snapshots()").fetchall()
     )
@@ -166,8 +165,8 @@ def test_worker_killed_during_cell_features(source, inline_warehouse, cluster, t
         con.close()
     assert after == before + 1  # exactly one commit: cell_features
     assert_same_tables(inline_warehouse, warehouse)
-    # A second build on the surviving worker finishes as well.
-    again = build(source, warehouse, cluster.address, "--full-refresh")
+    # A second build of the stage on the surviving worker finishes as well.
+    again = cellstore(*rebuild)
     assert again.returncode == 0, again.stdout + again.stderr
     assert_same_tables(inline_warehouse, warehouse)
 
