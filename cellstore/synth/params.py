@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 # Bump when the generator's output changes for the same parameters (invalidates caches).
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 SUMMARY_FILE = "cellstore_synth.json"
 
 

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
@@ -39,6 +39,7 @@ from cellstore.synth.phenotypes import (
     rng_for,
     week_effects,
     well_offset,
+    well_stain,
 )
 from cellstore.synth.render import Imaging, field_shape, render_field
 
@@ -289,7 +290,8 @@ def _render_plate(
         base, delta, effect = well_phenotype(params, field, models[field.compound], week, plate_fx)
         rng = rng_for(params.seed, "field", field.plate, field.well, field.site)
         cells = sample_field(rng, base, delta, effect, params.density)
-        images = render_field(cells, params.scale, imaging, rng)
+        stained = replace(imaging, gain=imaging.gain * well_stain(params.seed, plate, field.well))
+        images = render_field(cells, params.scale, stained, rng)
         for image, relative in zip(images, field.files, strict=True):
             path = out / relative
             if path.parent not in folders:
@@ -359,7 +361,8 @@ def _write_wells(
     annotations: dict[tuple[str, float], str],
 ) -> int:
     """One row per generated well: its treatment, the model's MoA and effect, the well's
-    mean phenotype z (one `z_<axis>` column per axis), and its Week's imaging effects."""
+    mean phenotype z (one `z_<axis>` column per axis), and its imaging effects (the gain
+    includes the well's staining)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -378,7 +381,7 @@ def _write_wells(
         plate_fx = plate_effects(params.seed, field.plate)
         base, delta, effect = well_phenotype(params, field, model, week, plate_fx)
         z = base + effect * delta
-        gain = week.gain * plate_fx.gain
+        gain = week.gain * plate_fx.gain * well_stain(params.seed, field.plate, field.well)
         row = {
             "plate": field.plate,
             "well": field.well,

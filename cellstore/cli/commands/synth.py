@@ -33,8 +33,8 @@ def synth(
         typer.Option(
             metavar="N",
             help="Random seed; same seed, same pixels. A seed is a replicate of the same "
-            "screen: the compounds and the Weeks' biology stay, the imaging, plates, wells "
-            "and cells are drawn again.",
+            "screen: the compounds, the Weeks' biology and most of their imaging set-up "
+            "stay; the plates, wells and cells are drawn again.",
         ),
     ] = 0,
     wells: Annotated[
