@@ -16,7 +16,16 @@ from cellstore.sources.bbbc021 import IMAGE_COLUMNS, read_moa
 from cellstore.synth import demo as demo_module
 from cellstore.synth import generate
 from cellstore.synth.cells import sample_field
-from cellstore.synth.phenotypes import AXES, MOA_EFFECTS, moa_vector, week_effects
+from cellstore.synth.phenotypes import (
+    AXES,
+    AXIS_INDEX,
+    MOA_EFFECTS,
+    STAIN_NOISE,
+    moa_vector,
+    week_effects,
+    well_offset,
+    well_stain,
+)
 from cellstore.synth.plates import (
     SynthParams,
     _read_fields,
@@ -163,11 +172,30 @@ def test_week_effects_differ_between_weeks_biology_is_the_screens_imaging_the_se
     again, replicate = week_effects(0, "Week1"), week_effects(1, "Week1")
     assert np.array_equal(again.offset, a.offset) and np.array_equal(again.gain, a.gain)
     # A seed is a replicate of the same screen: the Week's cells sit and respond the same
-    # way, while the imaging system's state is drawn again.
+    # way, and its microscope set-up is mostly the same: a seed redraws a share of it.
     assert np.array_equal(replicate.offset, a.offset)
     assert np.array_equal(replicate.response_mixing, a.response_mixing)
     assert not np.allclose(replicate.gain, a.gain)
     assert not np.allclose(replicate.background, a.background)
+    across_seeds = np.log([week_effects(seed, "Week1").gain for seed in range(30)])
+    across_weeks = np.log([week_effects(0, f"Week{w}").gain for w in range(1, 31)])
+    assert across_seeds.std(axis=0).max() < 0.5 * across_weeks.std(axis=0).min()
+
+
+def test_wells_vary_in_seeding_density_and_staining_together_across_traits():
+    from scipy.stats import spearmanr
+
+    wells = [f"{row}{col:02d}" for row in "BCDEFG" for col in range(2, 12)]
+    offsets = np.array([well_offset(0, "Week1_22123", well) for well in wells])
+    density = offsets[:, AXIS_INDEX["density"]]
+    # Crowded wells hold smaller cells with fewer stress fibres, DMSO wells as much as any.
+    assert spearmanr(density, offsets[:, AXIS_INDEX["cell_size"]])[0] < -0.4
+    assert spearmanr(density, offsets[:, AXIS_INDEX["actin_fibres"]])[0] < -0.3
+    assert 0.1 < density.std() < 0.4
+    stains = np.log([well_stain(0, "Week1_22123", well) for well in wells])
+    assert np.all(np.abs(stains.std(axis=0) - STAIN_NOISE) < 0.05) and stains.std(axis=0).min() > 0.05
+    assert np.array_equal(well_stain(0, "Week1_22123", "B02"), well_stain(0, "Week1_22123", "B02"))
+    assert not np.allclose(well_stain(1, "Week1_22123", "B02"), well_stain(0, "Week1_22123", "B02"))
 
 
 # --- the phenotype model, checked on rendered fields (planted signal) ----------------------
