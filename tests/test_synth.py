@@ -193,7 +193,8 @@ def test_wells_vary_in_seeding_density_and_staining_together_across_traits():
     assert spearmanr(density, offsets[:, AXIS_INDEX["actin_fibres"]])[0] < -0.3
     assert 0.1 < density.std() < 0.4
     stains = np.log([well_stain(0, "Week1_22123", well) for well in wells])
-    assert np.all(np.abs(stains.std(axis=0) - STAIN_NOISE) < 0.05) and stains.std(axis=0).min() > 0.05
+    spread = stains.std(axis=0)
+    assert np.all(np.abs(spread - STAIN_NOISE) < 0.05) and spread.min() > 0.05
     assert np.array_equal(well_stain(0, "Week1_22123", "B02"), well_stain(0, "Week1_22123", "B02"))
     assert not np.allclose(well_stain(1, "Week1_22123", "B02"), well_stain(0, "Week1_22123", "B02"))
 
