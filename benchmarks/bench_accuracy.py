@@ -19,9 +19,9 @@ writes every per-seed row and the summary to a CSV (default WORKDIR/accuracy.csv
 
 Cost on the 2-core development machine, `--sources handcrafted`: per seed 52-112 s to
 generate and 150-274 s to build (about 4-5 min), so 3 seeds take 11-15 min (measured:
-684-879 s over ten runs). `--sources all` adds the SimCLR stages, about 6 min a seed. A rerun with every
-source and warehouse in place takes seconds. --layout small (two plates, a smoke test of
-the script) takes about a minute per seed; its accuracies mean nothing.
+684-879 s over ten runs). `--sources all` adds the SimCLR stages, about 6 min a seed. A
+rerun with every source and warehouse in place takes seconds. --layout small (two plates,
+a smoke test of the script) takes about a minute per seed; its accuracies mean nothing.
 """
 
 from __future__ import annotations
