@@ -65,6 +65,10 @@ class TaskPool:
         self.workers = workers
         self._client: Any = None
         self._cluster: Any = None
+        # Shared values by the key of their future, to send again if the future is lost,
+        # and the future that replaced a lost one (both forgotten with the old future).
+        self._shared_values: dict[str, Any] = {}
+        self._replacements: dict[str, Any] = {}
 
     @property
     def client(self) -> Any:
@@ -101,7 +105,36 @@ class TaskPool:
         client = self.client
         if client is None:
             return value
-        return client.scatter(value, broadcast=True, hash=False)
+        import weakref
+
+        future = client.scatter(value, broadcast=True, hash=False)
+        key = future.key
+        self._shared_values[key] = value
+        weakref.finalize(future, self._forget_shared, key)
+        return future
+
+    def _forget_shared(self, key: str) -> None:
+        self._shared_values.pop(key, None)
+        self._replacements.pop(key, None)
+
+    def _with_live_shares(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """`args` with every shared future whose data was lost replaced by a fresh share.
+
+        A broadcast reaches only the workers up at the time: a worker that joins later has
+        no copy, and when the workers that had one die the data is lost and the scheduler
+        cancels every task that needs it ("lost dependencies"). Resubmitting such a task
+        with the same future fails again, so the value is sent again, once per lost future.
+        """
+        fresh = list(args)
+        for i, arg in enumerate(args):
+            key = getattr(arg, "key", None)
+            if key not in self._shared_values:
+                continue
+            if key in self._replacements:
+                fresh[i] = self._replacements[key]
+            elif arg.status in ("lost", "cancelled", "error"):
+                fresh[i] = self._replacements[key] = self.share(self._shared_values[key])
+        return tuple(fresh)
 
     def close(self) -> None:
         if self._client is not None:
@@ -141,6 +174,7 @@ class TaskPool:
         args_of: dict[str, tuple[tuple[Any, ...], int]] = {}  # key → (args, retries so far)
 
         def submit(args: tuple[Any, ...], retries: int = 0) -> Any:
+            args = self._with_live_shares(args)
             future = client.submit(func, *args, pure=False)
             args_of[future.key] = (args, retries)
             return future
@@ -158,8 +192,9 @@ class TaskPool:
                 result = future.result()
             except FutureCancelledError:
                 # A worker died and the scheduler dropped the task instead of rerunning it
-                # (seen under load after a SIGKILL: "cancelled ... already forgotten"):
-                # submit it again, a bounded number of times.
+                # (seen under load after a SIGKILL: "cancelled ... already forgotten"), or
+                # a value it needs died with the worker ("lost dependencies"): submit it
+                # again, with lost shares sent again, a bounded number of times.
                 if retries >= TASK_RETRIES:
                     raise
                 queue.add(submit(args, retries + 1))

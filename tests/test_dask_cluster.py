@@ -6,6 +6,7 @@ not answer (they fail within 30 s, naming the address).
 
 from __future__ import annotations
 
+import operator
 import os
 import shutil
 import signal
@@ -169,6 +170,32 @@ def test_worker_killed_during_cell_features(source, inline_warehouse, cluster, t
     again = cellstore(*rebuild)
     assert again.returncode == 0, again.stdout + again.stderr
     assert_same_tables(inline_warehouse, warehouse)
+
+
+def test_shared_value_lost_with_its_only_worker_is_sent_again(tmp_path):
+    """A value shared while one worker was up lives only there; once that worker is killed,
+    the tasks that use it run on the worker that joined later, with the value sent again."""
+    import numpy as np
+
+    cluster = DaskCluster(n_workers=1, log_dir=tmp_path / "dask-logs").start()
+    try:
+        with task_pool(cluster.address) as pool:
+            shared = pool.share(np.arange(100) * 3)  # on w0 only: w1 is not there yet
+            late = cluster.add_worker("w1")
+            cluster.wait_for_workers(2, timeout=90)
+            first = cluster.workers[0]
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=30)
+            deadline = time.monotonic() + 60
+            while shared.status == "finished":  # until the client hears its only copy is gone
+                assert time.monotonic() < deadline, cluster.logs()
+                time.sleep(0.1)
+            results: list[int] = []
+            pool.run(operator.getitem, ((shared, i) for i in range(6)), results.append)
+        assert sorted(results) == [0, 3, 6, 9, 12, 15]
+        assert late.poll() is None  # the late worker did the work and is still up
+    finally:
+        cluster.close()
 
 
 # ---- scheduler addresses that do not answer ------------------------------------------------
