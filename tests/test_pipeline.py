@@ -81,7 +81,6 @@ def test_second_build_does_nothing_and_checks_pass(built):
 def test_benchmark_evaluation_reproduces_the_warehouse_accuracy(built):
     # benchmarks/evaluation.py scores features outside a build (bench_accuracy's
     # handcrafted path, bench_simclr's checkpoints): it must give moa_accuracy's own rows.
-    sys.path.insert(0, str(REPO))
     from benchmarks.evaluation import Evaluator, normalize_settings, warehouse_accuracy
 
     _, warehouse, _ = built

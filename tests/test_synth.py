@@ -163,7 +163,7 @@ def test_demo_source_is_generated_once_and_replaced_when_its_parameters_change(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_source", "demo_source.lock"]
 
 
-def test_week_effects_differ_between_weeks_biology_is_the_screens_imaging_the_seeds():
+def test_week_effects_differ_between_weeks_a_seed_redraws_only_part_of_the_imaging():
     a, b = week_effects(0, "Week1"), week_effects(0, "Week2")
     assert not np.allclose(a.gain, b.gain) and not np.allclose(a.offset, b.offset)
     assert not np.allclose(a.response_mixing, b.response_mixing)

@@ -275,6 +275,14 @@ STAIN_NOISE = 0.15
 # Share of a Week's imaging state (gain, background, illumination) that a seed redraws; the
 # rest is the screen's own microscope set-up for that Week, like its biology.
 WEEK_IMAGING_REPLICATE = 0.3
+# Which of a Week's N_IMAGING normal draws sets which imaging parameter (fixed positions:
+# reordering them would change every generated image).
+IMAGING_GAIN = slice(0, 3)  # per channel
+IMAGING_BACKGROUND = slice(3, 6)  # per channel
+IMAGING_VIGNETTING = 6
+IMAGING_CENTRE = slice(7, 9)  # x, y
+IMAGING_TILT = slice(9, 11)  # x, y
+N_IMAGING = 11
 
 
 def stable_int(*parts: object) -> int:
@@ -289,12 +297,22 @@ def rng_for(seed: int, *parts: object) -> np.random.Generator:
     return np.random.default_rng([seed, stable_int(*parts)])
 
 
-def moa_vector(moa: str) -> np.ndarray:
-    """Δ(MoA) as a vector over AXES (zeros for DMSO)."""
+def _axis_vector(values: dict[str, float]) -> np.ndarray:
+    """`values` (axis name → value) as a vector over AXES, zero where an axis is absent."""
     vector = np.zeros(len(AXES))
-    for axis, value in MOA_EFFECTS.get(moa, {}).items():
+    for axis, value in values.items():
         vector[AXIS_INDEX[axis]] = value
     return vector
+
+
+def moa_vector(moa: str) -> np.ndarray:
+    """Δ(MoA) as a vector over AXES (zeros for DMSO)."""
+    return _axis_vector(MOA_EFFECTS.get(moa, {}))
+
+
+# z change per unit of seeding density (read-only: shared by every well).
+CONFLUENCE_VECTOR = _axis_vector(CONFLUENCE_PROFILE)
+CONFLUENCE_VECTOR.setflags(write=False)
 
 
 @dataclass(frozen=True)
@@ -418,16 +436,17 @@ def week_effects(seed: int, week: str, batch_strength: float = 1.0) -> WeekEffec
     offset = ((1 - rho**2) ** 0.5 * screen_offset + rho * seed_offset) * WEEK_NOISE
     # Imaging: N(0, 1) draws mixed from the screen's and the seed's stream, then mapped onto
     # each parameter's range (uniform ranges through the normal CDF).
-    screen_imaging = rng_for(COMPOUND_SEED, "week-imaging", week).standard_normal(11)
-    seed_imaging = rng.standard_normal(11)
+    screen_imaging = rng_for(COMPOUND_SEED, "week-imaging", week).standard_normal(N_IMAGING)
+    seed_imaging = rng.standard_normal(N_IMAGING)
     share = WEEK_IMAGING_REPLICATE
     imaging = (1 - share**2) ** 0.5 * screen_imaging + share * seed_imaging
     uniform = ndtr(imaging)
-    gain = np.exp(imaging[0:3] * WEEK_GAIN_NOISE)
-    background = 100.0 + 300.0 * uniform[3:6]
-    vignetting = float(0.10 + 0.25 * uniform[6])
-    centre = (float(0.35 + 0.3 * uniform[7]), float(0.35 + 0.3 * uniform[8]))
-    tilt = (float(0.06 * imaging[9]), float(0.06 * imaging[10]))
+    gain = np.exp(imaging[IMAGING_GAIN] * WEEK_GAIN_NOISE)
+    background = 100.0 + 300.0 * uniform[IMAGING_BACKGROUND]
+    vignetting = float(0.10 + 0.25 * uniform[IMAGING_VIGNETTING])
+    centre_x, centre_y = 0.35 + 0.3 * uniform[IMAGING_CENTRE]
+    tilt_x, tilt_y = 0.06 * imaging[IMAGING_TILT]
+    centre, tilt = (float(centre_x), float(centre_y)), (float(tilt_x), float(tilt_y))
     d = len(AXES)
     screen = rng_for(COMPOUND_SEED, "week-response", week).standard_normal((d, d))
     replicate = rng_for(seed, "week-response", week).standard_normal((d, d))
@@ -472,7 +491,7 @@ def well_offset(seed: int, plate: str, well: str) -> np.ndarray:
     direction[AXIS_INDEX["density"]] = 0.0  # disturbed, not more crowded
     if disturbed:
         noise += OUTLIER_SIZE * _unit(direction)
-    return noise + rng.normal() * CONFLUENCE_NOISE * confluence_vector()
+    return noise + rng.normal() * CONFLUENCE_NOISE * CONFLUENCE_VECTOR
 
 
 def well_stain(seed: int, plate: str, well: str) -> np.ndarray:
@@ -480,12 +499,12 @@ def well_stain(seed: int, plate: str, well: str) -> np.ndarray:
     return np.exp(rng_for(seed, "stain", plate, well).normal(0.0, STAIN_NOISE, size=3))
 
 
-def confluence_vector() -> np.ndarray:
-    """CONFLUENCE_PROFILE as a vector over AXES: z change per unit of seeding density."""
-    vector = np.zeros(len(AXES))
-    for axis, value in CONFLUENCE_PROFILE.items():
-        vector[AXIS_INDEX[axis]] = value
-    return vector
+def well_gain(
+    seed: int, week: WeekEffects, plate_fx: PlateEffects, plate: str, well: str
+) -> np.ndarray:
+    """(3,) imaging gain of one well per channel: its Week's microscope × its plate × its
+    own staining."""
+    return week.gain * plate_fx.gain * well_stain(seed, plate, well)
 
 
 def cell_responses(rng: np.random.Generator, effect: float, n: int) -> np.ndarray:

@@ -38,8 +38,8 @@ from cellstore.synth.phenotypes import (
     plate_effects,
     rng_for,
     week_effects,
+    well_gain,
     well_offset,
-    well_stain,
 )
 from cellstore.synth.render import Imaging, field_shape, render_field
 
@@ -290,7 +290,7 @@ def _render_plate(
         base, delta, effect = well_phenotype(params, field, models[field.compound], week, plate_fx)
         rng = rng_for(params.seed, "field", field.plate, field.well, field.site)
         cells = sample_field(rng, base, delta, effect, params.density)
-        stained = replace(imaging, gain=imaging.gain * well_stain(params.seed, plate, field.well))
+        stained = replace(imaging, gain=well_gain(params.seed, week, plate_fx, plate, field.well))
         images = render_field(cells, params.scale, stained, rng)
         for image, relative in zip(images, field.files, strict=True):
             path = out / relative
@@ -381,7 +381,7 @@ def _write_wells(
         plate_fx = plate_effects(params.seed, field.plate)
         base, delta, effect = well_phenotype(params, field, model, week, plate_fx)
         z = base + effect * delta
-        gain = week.gain * plate_fx.gain * well_stain(params.seed, field.plate, field.well)
+        gain = well_gain(params.seed, week, plate_fx, field.plate, field.well)
         row = {
             "plate": field.plate,
             "well": field.well,

@@ -17,7 +17,7 @@ import numpy as np
 
 from cellstore.synth.cells import FieldCells, sample_field
 from cellstore.synth.params import SynthParams
-from cellstore.synth.phenotypes import plate_effects, rng_for, week_effects, well_stain
+from cellstore.synth.phenotypes import plate_effects, rng_for, week_effects, well_gain
 
 # Per-cell traits averaged over a well's cells (FieldCells attribute names).
 CELL_TRAITS = (
@@ -121,7 +121,7 @@ def well_descriptors(params: SynthParams) -> WellDescriptors:
             )
             for f in fields
         ]
-        gain = week.gain * plate_fx.gain * well_stain(params.seed, plate, well)
+        gain = well_gain(params.seed, week, plate_fx, plate, well)
         rows.append([*_describe(cells), *gain, *week.background, week.vignetting])
         moa = layout.annotations.get((first.compound, first.concentration), "")
         meta.append((plate, well, first.batch, first.compound, first.concentration, moa))
