@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from cellstore.profiling.neighbors import evaluate_moa
 from cellstore.profiling.normalize import postprocess
@@ -141,3 +145,33 @@ def test_stronger_batch_effects_lower_nscb():
     calm = np.mean([_nscb(0.0, seed) for seed in (0, 1)])
     strong = np.mean([_nscb(3.0, seed) for seed in (0, 1)])
     assert strong < calm - 0.1, (calm, strong)
+
+
+def _demo_fingerprint_of(package_root) -> str:
+    """DEMO.fingerprint() as computed by the cellstore package found under `package_root`."""
+    code = "from cellstore.synth.demo import DEMO; print(DEMO.fingerprint())"
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(package_root)!r}); {code}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_a_generator_constant_changed_without_a_version_bump_changes_the_fingerprint(tmp_path):
+    """Cached sources (the demo, bench_accuracy's) are reused by fingerprint: a tuned
+    constant must not serve images generated before it changed."""
+    tuned, reworded = tmp_path / "tuned", tmp_path / "reworded"
+    for root in (tuned, reworded):
+        shutil.copytree(REPO / "cellstore", root / "cellstore")
+    phenotypes = tuned / "cellstore" / "synth" / "phenotypes.py"
+    text = phenotypes.read_text()
+    assert "\nSTAIN_NOISE = 0.15\n" in text
+    phenotypes.write_text(text.replace("\nSTAIN_NOISE = 0.15\n", "\nSTAIN_NOISE = 0.16\n"))
+    demo = reworded / "cellstore" / "synth" / "demo.py"  # caching code, not the generator
+    demo.write_text(demo.read_text() + "\n# a comment\n")
+    original = _demo_fingerprint_of(REPO)
+    assert original == DEMO.fingerprint()
+    assert _demo_fingerprint_of(tuned) != original
+    assert _demo_fingerprint_of(reworded) == original

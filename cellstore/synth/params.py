@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-# Bump when the generator's output changes for the same parameters (invalidates caches).
+# Bump when the generator's output changes for the same parameters (names the model).
 GENERATOR_VERSION = "4"
 SUMMARY_FILE = "cellstore_synth.json"
+# The modules whose code decides what a source holds. Their bytes enter every fingerprint,
+# so a constant tuned without a version bump still invalidates the cached sources.
+GENERATOR_MODULES = ("params.py", "phenotypes.py", "cells.py", "render.py", "plates.py")
+
+
+@functools.cache
+def generator_code_digest() -> str:
+    """sha256 (16 hex digits) of the GENERATOR_MODULES' source files."""
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for name in GENERATOR_MODULES:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -25,5 +40,6 @@ class SynthParams:
     heterogeneity: float = 1.0  # multiplies the within-MoA spread of compounds (1: calibrated)
 
     def fingerprint(self) -> str:
-        payload = json.dumps(asdict(self) | {"version": GENERATOR_VERSION}, sort_keys=True)
+        generator = {"version": GENERATOR_VERSION, "code": generator_code_digest()}
+        payload = json.dumps(asdict(self) | generator, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
