@@ -211,11 +211,14 @@ def probe_scheduler(address: str, timeout: float) -> None:
 
     dask's Client bounds the TCP connect by its timeout but can wait forever for the
     handshake of something that accepts and never replies, so ask for the scheduler's
-    identity first under one overall deadline.
+    identity first under one overall deadline. A refused TCP connection fails at once:
+    dask would retry it until the timeout, though nothing listens there.
     """
     import asyncio
 
     from distributed.comm import connect
+
+    _refuse_closed_port(address, timeout)
 
     async def identity() -> Any:
         comm = await connect(address, timeout=timeout)
@@ -235,6 +238,31 @@ def probe_scheduler(address: str, timeout: float) -> None:
         raise CellstoreError(f"cannot connect to dask scheduler {address}: {exc}") from None
     if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
         raise CellstoreError(f"{address} answered, but is not a dask scheduler: {reply!r:.200}")
+
+
+def _refuse_closed_port(address: str, timeout: float) -> None:
+    """Raise CellstoreError at once if the host refuses a TCP connection to `address`'s port
+    (nothing listens); other outcomes are left to the dask handshake."""
+    import socket
+
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        protocol, location = parse_address(address)
+        if protocol not in ("tcp", "tls"):
+            return
+        host, port = parse_host_port(location)
+    except ValueError:
+        return  # dask's own connect reports a malformed address
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        raise CellstoreError(
+            f"cannot connect to dask scheduler {address}: connection refused, nothing listens "
+            "there (start one with `dask scheduler`, or build without --scheduler)"
+        ) from None
+    except OSError:
+        return
 
 
 def _connect(scheduler: str, workers: int) -> tuple[Any, Any]:

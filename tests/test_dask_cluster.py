@@ -209,12 +209,12 @@ def _pool_error(address: str) -> tuple[str, float]:
     return str(caught.value), time.monotonic() - started
 
 
-def test_closed_port_fails_within_30_s_naming_the_address():
+def test_closed_port_fails_at_once_naming_the_address():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once closed
     message, seconds = _pool_error(address)
-    assert address in message and seconds < 30
+    assert address in message and "connection refused" in message and seconds < 30
 
 
 def test_silent_listener_fails_within_30_s_naming_the_address():
@@ -236,7 +236,7 @@ def test_build_with_unreachable_scheduler_is_one_line(source, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and address in errors[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    assert "10 s" in errors[0]  # "did not answer within 10 s" or "timed out ... after 10 s"
+    assert "connection refused" in errors[0] and "dask scheduler" in errors[0]
     # Nothing of the image stages was published.
     con = Warehouse(tmp_path / "warehouse").connect(read_only=True)
     try:
