@@ -125,16 +125,19 @@ class TaskPool:
         cancels every task that needs it ("lost dependencies"). Resubmitting such a task
         with the same future fails again, so the value is sent again, once per lost future.
         """
-        fresh = list(args)
-        for i, arg in enumerate(args):
-            key = getattr(arg, "key", None)
-            if key not in self._shared_values:
-                continue
-            if key in self._replacements:
-                fresh[i] = self._replacements[key]
-            elif arg.status in ("lost", "cancelled", "error"):
-                fresh[i] = self._replacements[key] = self.share(self._shared_values[key])
-        return tuple(fresh)
+        return tuple(self._live_share(arg) for arg in args)
+
+    def _live_share(self, arg: Any) -> Any:
+        """`arg`, or the live share that replaced it (a replacement can be lost in turn)."""
+        key = getattr(arg, "key", None)
+        if key not in self._shared_values:
+            return arg
+        if key in self._replacements:
+            return self._live_share(self._replacements[key])
+        if arg.status in ("lost", "cancelled", "error"):
+            self._replacements[key] = self.share(self._shared_values[key])
+            return self._replacements[key]
+        return arg
 
     def close(self) -> None:
         if self._client is not None:

@@ -11,18 +11,19 @@ from pathlib import Path
 # Bump when the generator's output changes for the same parameters (names the model).
 GENERATOR_VERSION = "4"
 SUMMARY_FILE = "cellstore_synth.json"
-# The modules whose code decides what a source holds. Their bytes enter every fingerprint,
-# so a constant tuned without a version bump still invalidates the cached sources.
-GENERATOR_MODULES = ("params.py", "phenotypes.py", "cells.py", "render.py", "plates.py")
+# Every module of this package but these decides what a source holds: their bytes enter
+# every fingerprint, so a constant tuned without a version bump (or a new generator module)
+# still invalidates the cached sources. These only cache, locate or approximate sources.
+NOT_GENERATOR_MODULES = frozenset({"__init__.py", "demo.py", "source.py", "proxy.py"})
 
 
 @functools.cache
 def generator_code_digest() -> str:
-    """sha256 (16 hex digits) of the GENERATOR_MODULES' source files."""
+    """sha256 (16 hex digits) of the generator's source files (see NOT_GENERATOR_MODULES)."""
     digest = hashlib.sha256()
-    package = Path(__file__).parent
-    for name in GENERATOR_MODULES:
-        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.name not in NOT_GENERATOR_MODULES:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
