@@ -92,7 +92,10 @@ def well_descriptor_rows(seed: int, keys: list[tuple[str, str]]) -> np.ndarray:
     from cellstore.synth.proxy import well_descriptors
 
     found = well_descriptors(replace(DEMO, seed=seed))
-    rows = {key: v for key, v in zip(zip(found.plate, found.well), found.values, strict=True)}
+    rows = {
+        key: v
+        for key, v in zip(zip(found.plate, found.well, strict=True), found.values, strict=True)
+    }
     return np.array([rows[key] for key in keys])
 
 
